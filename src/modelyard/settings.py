@@ -1,0 +1,148 @@
+"""All settings, in one place. The only module that reads environment variables or config files.
+
+Precedence (highest first): explicit keyword arguments (e.g. from CLI flags), ``MODELYARD_*``
+environment variables, the YAML file named by ``MODELYARD_CONFIG`` (or passed as ``config_file``),
+then the defaults below.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any
+
+import yaml
+from pydantic import Field
+from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
+
+ENV_PREFIX = "MODELYARD_"
+
+
+class Settings(BaseSettings):
+    """ModelYard settings. Every field can be set with ``MODELYARD_<FIELD>`` (upper case)."""
+
+    model_config = SettingsConfigDict(env_prefix=ENV_PREFIX, extra="forbid", frozen=True)
+
+    # ---- registry -----------------------------------------------------------------------------
+    registry: str = Field(
+        default="./.modelyard",
+        description="Registry URL: a directory (SQLite + local artifacts inside it), "
+        "sqlite:///path.db, or postgresql://user@host/db.",
+    )
+    artifacts: str | None = Field(
+        default=None,
+        description="Artifact store URL (a directory, file://, s3://bucket/prefix). "
+        "Default: <registry dir>/artifacts.",
+    )
+    s3_endpoint_url: str | None = Field(
+        default=None, description="Endpoint of an S3-API server for s3:// artifact stores."
+    )
+    s3_key: str | None = Field(default=None, description="S3 access key id (else the AWS chain).")
+    s3_secret: str | None = Field(default=None, description="S3 secret key (else the AWS chain).")
+    local_cache_dir: str | None = Field(
+        default=None,
+        description="Where artifacts fetched from a remote store are kept locally. "
+        "Default: <registry dir or ~/.cache/modelyard>/cache.",
+    )
+    allow_pickle: bool = Field(
+        default=False,
+        description="Allow loading pickle/joblib artifacts. They execute code on load: opt in only "
+        "for registries you trust.",
+    )
+
+    # ---- server -------------------------------------------------------------------------------
+    host: str = Field(default="127.0.0.1", description="Interface the HTTP and gRPC servers bind.")
+    http_port: int = Field(default=8080, ge=0, le=65535, description="HTTP port (0 = pick one).")
+    grpc_port: int = Field(
+        default=8081, ge=-1, le=65535, description="gRPC port (0 = pick one, -1 = no gRPC)."
+    )
+    workers: int = Field(default=1, ge=1, le=64, description="Server processes on the same ports.")
+    drain_timeout_s: float = Field(
+        default=30.0, ge=0, description="On SIGTERM, how long in-flight requests may finish."
+    )
+    preload: tuple[str, ...] = Field(
+        default=(), description="Models (name or name@alias) loaded and warmed before ready."
+    )
+    demo: bool = Field(default=False, description="Create and serve the demo models.")
+
+    # ---- limits -------------------------------------------------------------------------------
+    max_request_bytes: int = Field(
+        default=64 * 1024 * 1024, ge=1024, description="Largest accepted request body."
+    )
+    max_tensor_elements: int = Field(
+        default=16 * 1024 * 1024, ge=1, description="Largest accepted tensor (elements)."
+    )
+    default_timeout_s: float | None = Field(
+        default=None, gt=0, description="Deadline given to requests that carry none."
+    )
+
+    # ---- model cache --------------------------------------------------------------------------
+    cache_bytes: int = Field(
+        default=4 * 1024**3, ge=1, description="Byte budget of the model cache (loaded runtimes)."
+    )
+    idle_unload_s: float | None = Field(
+        default=None, gt=0, description="Unload a model after this long without requests."
+    )
+    load_failure_ttl_s: float = Field(
+        default=10.0, ge=0, description="How long a load failure is remembered before a retry."
+    )
+    resolve_ttl_s: float = Field(
+        default=1.0, ge=0, description="How long a name->version resolution is reused."
+    )
+    inference_threads: int = Field(
+        default=4, ge=1, description="Threads that run blocking inference."
+    )
+
+    # ---- runtimes -----------------------------------------------------------------------------
+    onnx_intra_op_threads: int = Field(default=1, ge=0, description="ONNX Runtime intra-op threads.")
+    onnx_inter_op_threads: int = Field(default=1, ge=0, description="ONNX Runtime inter-op threads.")
+    onnx_graph_optimization: str = Field(
+        default="all", pattern="^(disable|basic|extended|all)$", description="ORT graph opt level."
+    )
+    onnx_providers: tuple[str, ...] = Field(
+        default=("CPUExecutionProvider",), description="ONNX Runtime execution providers, in order."
+    )
+
+    # ---- logging ------------------------------------------------------------------------------
+    log_level: str = Field(default="info", description="Root log level.")
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        return (init_settings, env_settings, _YamlSource(settings_cls))
+
+    # ---- derived ------------------------------------------------------------------------------
+    def registry_dir(self) -> Path | None:
+        """The local directory of an embedded registry, or None for a database URL."""
+        if "://" in self.registry:
+            if self.registry.startswith("sqlite:///"):
+                return Path(self.registry.removeprefix("sqlite:///")).parent
+            return None
+        return Path(self.registry)
+
+
+class _YamlSource(PydanticBaseSettingsSource):
+    """Reads the YAML file named by ``MODELYARD_CONFIG`` (keys are field names)."""
+
+    def get_field_value(self, field: Any, field_name: str) -> tuple[Any, str, bool]:
+        return None, field_name, False
+
+    def __call__(self) -> dict[str, Any]:
+        path = os.environ.get(f"{ENV_PREFIX}CONFIG")
+        if not path:
+            return {}
+        data = yaml.safe_load(Path(path).read_text()) or {}
+        if not isinstance(data, dict):
+            raise ValueError(f"{path}: the settings file must hold a mapping")
+        return data
+
+
+def load_settings(**overrides: Any) -> Settings:
+    """Settings from env + YAML, with explicit ``overrides`` (None values are ignored) on top."""
+    return Settings(**{k: v for k, v in overrides.items() if v is not None})

@@ -1,0 +1,1 @@
+"""Shared test configuration. Fixtures for services live in tests/integration/conftest.py."""
