@@ -1,8 +1,8 @@
 """Transport-neutral errors.
 
-Every error carries an :class:`ErrorCode`; each frontend holds one table mapping codes to its wire
-status (HTTP status, gRPC status code). Nothing here imports a web or gRPC library. Foreign exceptions
-are wrapped at the boundary with ``raise ... from exc``.
+Every error carries an :class:`ErrorCode`; each frontend holds one table mapping codes to its
+wire status (HTTP status, gRPC status code). Nothing here imports a web or gRPC library. Foreign
+exceptions are wrapped at the boundary with ``raise ... from exc``.
 """
 
 from __future__ import annotations
@@ -10,7 +10,7 @@ from __future__ import annotations
 import enum
 
 
-class ErrorCode(str, enum.Enum):
+class ErrorCode(enum.StrEnum):
     INVALID_ARGUMENT = "INVALID_ARGUMENT"
     NOT_FOUND = "NOT_FOUND"
     ALREADY_EXISTS = "ALREADY_EXISTS"
@@ -65,7 +65,7 @@ class FailedPreconditionError(ModelYardError):
 
 
 class UnsafeArtifactError(FailedPreconditionError):
-    """Loading this artifact would execute untrusted code (pickle/joblib) and the caller did not opt in."""
+    """Loading this artifact would execute untrusted code (pickle/joblib) without an opt-in."""
 
     code = ErrorCode.PERMISSION_DENIED
 

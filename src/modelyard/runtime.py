@@ -7,7 +7,8 @@ A runtime kind (``onnx``, ``sklearn``, ``xgboost``, ``lightgbm``, ``python``) do
 * **serving** (instances): ``load`` the files of one version, ``predict`` on named numpy tensors,
   report ``memory_bytes``, ``warmup`` before being handed out, ``unload``.
 
-Third-party runtimes subclass :class:`Runtime` and register with :func:`modelyard.runtimes.register`.
+Third-party runtimes subclass :class:`Runtime` and register with
+:func:`modelyard.runtimes.register`.
 ``predict`` may be called from several threads at once; engines that are not thread-safe must lock.
 """
 
@@ -50,6 +51,9 @@ class Runtime(ABC):
     """Base class of every runtime. Subclasses set ``kind`` and implement the abstract methods."""
 
     kind: ClassVar[str] = ""
+    #: When False (the default) the dataplane hands BYTES inputs to ``predict`` as ``str`` elements
+    #: (UTF-8 decoded, rejecting invalid UTF-8 with a 400); when True, as raw ``bytes``.
+    accepts_raw_bytes: ClassVar[bool] = False
 
     def __init__(self, path: Path, manifest: Manifest, options: RuntimeOptions) -> None:
         self.path = path
@@ -63,7 +67,9 @@ class Runtime(ABC):
         return False
 
     @classmethod
-    def save(cls, obj: object, directory: Path, *, sample: Mapping[str, Array] | None) -> SavedModel:
+    def save(
+        cls, obj: object, directory: Path, *, sample: Mapping[str, Array] | None
+    ) -> SavedModel:
         """Write ``obj`` as files under ``directory`` and describe it (signature if inferable)."""
         raise NotImplementedError(f"runtime {cls.kind!r} cannot package in-memory objects")
 
@@ -86,7 +92,7 @@ class Runtime(ABC):
         zeros shaped by the signature (variable dims = 1)."""
         self.predict(warmup_inputs(self.manifest))
 
-    def unload(self) -> None:
+    def unload(self) -> None:  # noqa: B027 - an optional hook; most engines free on GC
         """Drop engine resources. The instance is not used afterwards."""
 
 

@@ -94,8 +94,12 @@ class Settings(BaseSettings):
     )
 
     # ---- runtimes -----------------------------------------------------------------------------
-    onnx_intra_op_threads: int = Field(default=1, ge=0, description="ONNX Runtime intra-op threads.")
-    onnx_inter_op_threads: int = Field(default=1, ge=0, description="ONNX Runtime inter-op threads.")
+    onnx_intra_op_threads: int = Field(
+        default=1, ge=0, description="ONNX Runtime intra-op threads."
+    )
+    onnx_inter_op_threads: int = Field(
+        default=1, ge=0, description="ONNX Runtime inter-op threads."
+    )
     onnx_graph_optimization: str = Field(
         default="all", pattern="^(disable|basic|extended|all)$", description="ORT graph opt level."
     )

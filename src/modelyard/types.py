@@ -19,7 +19,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator
 Array = npt.NDArray[Any]
 
 
-class Datatype(str, enum.Enum):
+class Datatype(enum.StrEnum):
     """Tensor datatypes, named as in the Open Inference Protocol V2."""
 
     BOOL = "BOOL"

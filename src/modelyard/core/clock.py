@@ -1,4 +1,4 @@
-"""Injected monotonic time. Production code takes a :class:`Clock`; tests pass a :class:`FakeClock`."""
+"""Injected monotonic time: production code takes a :class:`Clock`, tests a :class:`FakeClock`."""
 
 from __future__ import annotations
 

@@ -1,0 +1,214 @@
+"""The dynamic batcher: coalesces concurrent requests for one loaded version into one ``predict``.
+
+Requests are merged along the first (batch) axis and the outputs split back by row counts.
+Decisions come from :mod:`modelyard.core.batch_policy`; this module only moves data and futures.
+While a batch runs, new requests queue up, so under load batches grow by themselves even with
+``max_wait_s = 0`` (no added latency when idle).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import concurrent.futures
+import logging
+from collections import deque
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from modelyard.core.batch_policy import BatchConfig, decide_flush, ewma, must_shed, take_rows
+from modelyard.core.clock import SYSTEM_CLOCK, Clock
+from modelyard.errors import InferenceError, InvalidInputError, ModelYardError, UnavailableError
+from modelyard.types import Array
+
+log = logging.getLogger("modelyard.batcher")
+
+PredictFn = Callable[[Mapping[str, Array]], dict[str, Array]]
+
+
+@dataclass(slots=True)
+class _Pending:
+    inputs: Mapping[str, Array]
+    rows: int
+    key: tuple[object, ...]
+    future: asyncio.Future[dict[str, Array]]
+    enqueued_at: float
+    deadline: float | None
+
+
+@dataclass
+class BatcherStats:
+    requests: int = 0
+    batches: int = 0
+    rows: int = 0
+    shed: int = 0
+    batch_sizes: list[int] = field(default_factory=list)
+
+    @property
+    def mean_batch_rows(self) -> float:
+        return self.rows / self.batches if self.batches else 0.0
+
+
+def _group_key(inputs: Mapping[str, Array]) -> tuple[object, ...]:
+    return tuple((n, a.dtype.str, a.shape[1:]) for n, a in sorted(inputs.items()))
+
+
+def _rows(inputs: Mapping[str, Array]) -> int:
+    counts = {a.shape[0] if a.ndim else 1 for a in inputs.values()}
+    if len(counts) != 1:
+        raise InvalidInputError("all inputs of a batched model must have the same first dimension")
+    return counts.pop()
+
+
+class Batcher:
+    """One per loaded version. ``await submit(inputs)`` returns that request's outputs."""
+
+    def __init__(
+        self,
+        predict: PredictFn,
+        config: BatchConfig,
+        *,
+        executor: concurrent.futures.Executor,
+        clock: Clock = SYSTEM_CLOCK,
+        name: str = "",
+    ) -> None:
+        self._predict = predict
+        self.config = config
+        self._executor = executor
+        self._clock = clock
+        self._name = name
+        self._queue: deque[_Pending] = deque()
+        self._queued_rows = 0
+        self._in_flight = 0
+        self._timer: asyncio.TimerHandle | None = None
+        self._latency: float | None = None
+        self.stats = BatcherStats()
+
+    async def submit(
+        self, inputs: Mapping[str, Array], deadline: float | None = None
+    ) -> dict[str, Array]:
+        rows = _rows(inputs)
+        if self._queued_rows + rows > self.config.max_queue_rows:
+            self.stats.shed += 1
+            raise UnavailableError(f"model '{self._name}' is overloaded (queue full); retry later")
+        loop = asyncio.get_running_loop()
+        pending = _Pending(
+            inputs,
+            rows,
+            _group_key(inputs),
+            loop.create_future(),
+            self._clock.monotonic(),
+            deadline,
+        )
+        self._queue.append(pending)
+        self._queued_rows += rows
+        self.stats.requests += 1
+        self._maybe_flush()
+        return await pending.future
+
+    def _maybe_flush(self) -> None:
+        while True:
+            oldest = self._queue[0].enqueued_at if self._queue else 0.0
+            decision = decide_flush(
+                queued_rows=self._queued_rows,
+                oldest_age_s=self._clock.monotonic() - oldest,
+                batches_in_flight=self._in_flight,
+                config=self.config,
+            )
+            if not decision.flush:
+                if decision.wait_s is not None and self._timer is None:
+                    loop = asyncio.get_running_loop()
+                    self._timer = loop.call_later(decision.wait_s, self._on_timer)
+                return
+            self._flush_one()
+
+    def _on_timer(self) -> None:
+        self._timer = None
+        self._maybe_flush()
+
+    def _flush_one(self) -> None:
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+        head = self._queue[0]
+        n = take_rows(
+            [p.rows for p in self._queue],
+            [p.key == head.key for p in self._queue],
+            self.config.max_batch_size,
+        )
+        batch = [self._queue.popleft() for _ in range(n)]
+        self._queued_rows -= sum(p.rows for p in batch)
+        now = self._clock.monotonic()
+        expected = self._latency or 0.0
+        live: list[_Pending] = []
+        for p in batch:
+            if p.future.done():
+                continue  # the caller went away (cancelled)
+            if must_shed(now=now, deadline=p.deadline, expected_latency_s=expected):
+                self.stats.shed += 1
+                p.future.set_exception(
+                    UnavailableError(
+                        f"model '{self._name}' cannot answer before the request deadline"
+                    )
+                )
+                continue
+            live.append(p)
+        if not live:
+            return
+        self._in_flight += 1
+        asyncio.get_running_loop().create_task(self._run(live))
+
+    async def _run(self, batch: list[_Pending]) -> None:
+        loop = asyncio.get_running_loop()
+        started = self._clock.monotonic()
+        try:
+            merged = _merge(batch)
+            outputs = await loop.run_in_executor(self._executor, self._predict, merged)
+            parts = _split(outputs, [p.rows for p in batch], self._name)
+        except Exception as exc:
+            err = exc
+            if not isinstance(exc, ModelYardError):
+                log.exception("batch of %d failed for %s", len(batch), self._name)
+                err = InferenceError(f"model '{self._name}' failed: {type(exc).__name__}: {exc}")
+            for p in batch:
+                if not p.future.done():
+                    p.future.set_exception(err)
+        else:
+            for p, part in zip(batch, parts, strict=True):
+                if not p.future.done():
+                    p.future.set_result(part)
+        finally:
+            self._latency = ewma(self._latency, self._clock.monotonic() - started)
+            rows = sum(p.rows for p in batch)
+            self.stats.batches += 1
+            self.stats.rows += rows
+            if len(self.stats.batch_sizes) < 10_000:
+                self.stats.batch_sizes.append(rows)
+            self._in_flight -= 1
+            self._maybe_flush()
+
+
+def _merge(batch: list[_Pending]) -> dict[str, Array]:
+    if len(batch) == 1:
+        return dict(batch[0].inputs)
+    names = batch[0].inputs.keys()
+    return {n: np.concatenate([p.inputs[n] for p in batch], axis=0) for n in names}
+
+
+def _split(outputs: dict[str, Array], rows: list[int], name: str) -> list[dict[str, Array]]:
+    if len(rows) == 1:
+        return [outputs]
+    total = sum(rows)
+    bounds = np.cumsum(rows)[:-1]
+    parts: list[dict[str, Array]] = [{} for _ in rows]
+    for out_name, arr in outputs.items():
+        if arr.ndim == 0 or arr.shape[0] != total:
+            raise InferenceError(
+                f"model '{name}' output '{out_name}' has first dim "
+                f"{arr.shape[0] if arr.ndim else 'scalar'}, expected {total}; "
+                "it cannot be batched (set max_batch_size=1)"
+            )
+        for i, piece in enumerate(np.split(arr, bounds, axis=0)):
+            parts[i][out_name] = piece
+    return parts

@@ -1,0 +1,254 @@
+"""The dataplane over a registry and a model cache: what one server process serves.
+
+resolve name -> version (TTL cache) -> validate against the signature -> lease the loaded runtime
+from the model cache (single-flight load on miss) -> ``predict`` on an inference thread ->
+select requested outputs. Traffic policies, batching and fallbacks wrap this in later layers.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import concurrent.futures
+import logging
+from collections.abc import Callable
+
+from modelyard import __version__
+from modelyard.core.batch_policy import BatchConfig
+from modelyard.core.batcher import Batcher
+from modelyard.core.clock import SYSTEM_CLOCK, Clock
+from modelyard.core.dataplane import DataPlane
+from modelyard.core.model_cache import CacheKey, ModelCache
+from modelyard.core.resolver import Resolver
+from modelyard.core.validation import encode_bytes_outputs, select_outputs, validate_inputs
+from modelyard.errors import (
+    DeadlineExceededError,
+    InferenceError,
+    ModelNotFoundError,
+    ModelYardError,
+    UnavailableError,
+)
+from modelyard.registry.registry import ModelVersion, Registry
+from modelyard.runtime import Runtime
+from modelyard.types import (
+    Array,
+    InferRequest,
+    InferResponse,
+    ModelMetadata,
+    RepositoryEntry,
+    RequestContext,
+    ServerMetadata,
+)
+
+log = logging.getLogger("modelyard.dataplane")
+
+EXTENSIONS = ("model_repository", "binary_tensor_data", "schedule_policy", "parameters")
+
+
+class ServingDataPlane(DataPlane):
+    """The protocol-neutral API of one server process."""
+
+    def __init__(
+        self,
+        registry: Registry,
+        cache: ModelCache,
+        *,
+        resolve_ttl_s: float = 1.0,
+        inference_threads: int = 4,
+        max_tensor_elements: int | None = None,
+        clock: Clock = SYSTEM_CLOCK,
+        runtime_class: Callable[[str], type[Runtime]] | None = None,
+    ) -> None:
+        self.registry = registry
+        self.cache = cache
+        self.resolver = Resolver(registry, ttl_s=resolve_ttl_s, clock=clock)
+        self._clock = clock
+        self._max_elements = max_tensor_elements
+        self._executor = concurrent.futures.ThreadPoolExecutor(
+            max_workers=inference_threads, thread_name_prefix="modelyard-infer"
+        )
+        if runtime_class is None:
+            from modelyard.runtimes import get_runtime_class
+
+            runtime_class = get_runtime_class
+        self._runtime_class = runtime_class
+        self._ready = False
+        self._draining = False
+        self._in_flight = 0
+        self._unloaded: set[str] = set()
+        self._batchers: dict[CacheKey, tuple[Runtime, Batcher]] = {}
+
+    # ---- life cycle ---------------------------------------------------------------------------
+    def set_ready(self, ready: bool) -> None:
+        self._ready = ready
+
+    def start_draining(self) -> None:
+        """Readiness turns false; requests keep being served until the frontends stop."""
+        self._draining = True
+
+    @property
+    def in_flight(self) -> int:
+        return self._in_flight
+
+    def close(self) -> None:
+        self._executor.shutdown(wait=True, cancel_futures=False)
+
+    # ---- health & metadata --------------------------------------------------------------------
+    def live(self) -> bool:
+        return True
+
+    def ready(self) -> bool:
+        return self._ready and not self._draining
+
+    def server_metadata(self) -> ServerMetadata:
+        return ServerMetadata(name="modelyard", version=__version__, extensions=EXTENSIONS)
+
+    async def model_metadata(self, name: str, version: str | None = None) -> ModelMetadata:
+        mv = await self.resolver.resolve(name, version)
+        versions = await asyncio.to_thread(self.registry.list_versions, name)
+        sig = mv.manifest.signature
+        return ModelMetadata(
+            name=name,
+            versions=tuple(str(v.version) for v in versions),
+            platform=mv.manifest.runtime,
+            inputs=sig.inputs,
+            outputs=sig.outputs,
+            parameters={"served_version": str(mv.version), "aliases": list(mv.aliases)},
+        )
+
+    async def model_ready(self, name: str, version: str | None = None) -> bool:
+        """A model is ready when it resolves and its last load did not fail. Models not yet
+        loaded count as ready: they load on their first request."""
+        if name in self._unloaded:
+            return False
+        try:
+            mv = await self.resolver.resolve(name, version)
+        except ModelNotFoundError:
+            return False
+        key = CacheKey(mv.model, mv.version)
+        return all(e.state != "FAILED" for e in self.cache.entries() if e.key == key)
+
+    # ---- inference ----------------------------------------------------------------------------
+    async def infer(
+        self, name: str, version: str | None, request: InferRequest, ctx: RequestContext
+    ) -> InferResponse:
+        # Draining only turns readiness off: requests that still arrive are served, so that a
+        # load balancer that has not yet noticed loses nothing.
+        self._in_flight += 1
+        try:
+            self._check_deadline(ctx)
+            if name in self._unloaded:
+                raise UnavailableError(
+                    f"model '{name}' was unloaded; load it again through the repository API"
+                )
+            mv = await self.resolver.resolve(name, version)
+            runtime_cls = self._runtime_class(mv.manifest.runtime)
+            inputs = validate_inputs(
+                mv.manifest.signature,
+                request.inputs,
+                decode_bytes=not runtime_cls.accepts_raw_bytes,
+                max_elements=self._max_elements,
+            )
+            async with self.cache.lease(CacheKey(mv.model, mv.version)) as runtime:
+                outputs = await self._predict(runtime, inputs, ctx, mv)
+            outputs = select_outputs(mv.manifest.signature, outputs, request.outputs)
+            return InferResponse(
+                model_name=name,
+                model_version=str(mv.version),
+                outputs=encode_bytes_outputs(outputs),
+                id=request.id,
+            )
+        finally:
+            self._in_flight -= 1
+
+    async def _predict(
+        self, runtime: Runtime, inputs: dict[str, Array], ctx: RequestContext, mv: ModelVersion
+    ) -> dict[str, Array]:
+        self._check_deadline(ctx)
+        batcher = self._batcher_for(runtime, mv)
+        fut: asyncio.Future[dict[str, Array]]
+        if batcher is not None:
+            fut = asyncio.ensure_future(batcher.submit(inputs, ctx.deadline))
+        else:
+            loop = asyncio.get_running_loop()
+            fut = loop.run_in_executor(self._executor, runtime.predict, inputs)
+        try:
+            if ctx.deadline is None:
+                return await fut
+            remaining = ctx.deadline - self._clock.monotonic()
+            return await asyncio.wait_for(fut, timeout=max(remaining, 0.0))
+        except TimeoutError as exc:
+            raise DeadlineExceededError(
+                f"model '{mv.ref}' did not answer before the request deadline"
+            ) from exc
+        except ModelYardError:
+            raise
+        except Exception as exc:
+            log.exception("inference failed for %s", mv.ref)
+            raise InferenceError(f"model '{mv.ref}' failed: {type(exc).__name__}: {exc}") from exc
+
+    def _batcher_for(self, runtime: Runtime, mv: ModelVersion) -> Batcher | None:
+        """The version's batcher when its manifest allows batching (max_batch_size > 1 and a
+        variable first dim on every input); one per loaded runtime instance."""
+        hints = mv.manifest.batching
+        if hints.max_batch_size <= 1:
+            return None
+        if not all(s.shape and s.shape[0] == -1 for s in mv.manifest.signature.inputs):
+            return None
+        key = CacheKey(mv.model, mv.version)
+        known = self._batchers.get(key)
+        if known is not None and known[0] is runtime:
+            return known[1]
+        config = BatchConfig(
+            max_batch_size=hints.max_batch_size, max_wait_s=hints.max_wait_us / 1e6
+        )
+        # Forget batchers of runtimes the cache has dropped, so they do not keep them alive.
+        for stale in [k for k in self._batchers if not self.cache.is_loaded(k)]:
+            del self._batchers[stale]
+        batcher = Batcher(
+            runtime.predict, config, executor=self._executor, clock=self._clock, name=mv.ref
+        )
+        self._batchers[key] = (runtime, batcher)
+        return batcher
+
+    def _check_deadline(self, ctx: RequestContext) -> None:
+        if ctx.deadline is not None and ctx.deadline <= self._clock.monotonic():
+            raise DeadlineExceededError("the request deadline passed before inference started")
+
+    # ---- repository ---------------------------------------------------------------------------
+    async def repository_index(self, ready_only: bool = False) -> list[RepositoryEntry]:
+        models = await asyncio.to_thread(self.registry.list_models)
+        states = {e.key: e for e in self.cache.entries()}
+        out: list[RepositoryEntry] = []
+        for info in models:
+            if info.latest_version is None:
+                continue
+            try:
+                mv = await self.resolver.resolve(info.name, None)
+            except ModelNotFoundError:
+                continue
+            entry = states.get(CacheKey(mv.model, mv.version))
+            if entry is not None and entry.state == "READY":
+                out.append(RepositoryEntry(info.name, str(mv.version), "READY"))
+            elif not ready_only:
+                state, reason = "UNAVAILABLE", "not loaded; loads on first request"
+                if entry is not None:
+                    state = "LOADING" if entry.state == "LOADING" else "UNAVAILABLE"
+                    reason = entry.state.lower()
+                out.append(RepositoryEntry(info.name, str(mv.version), state, reason))
+        return out
+
+    async def load_model(self, name: str) -> None:
+        """Load and warm the model's default version now, and pin it (explicit loads stay)."""
+        self.resolver.invalidate(name)
+        self._unloaded.discard(name)
+        mv = await self.resolver.resolve(name, None)
+        key = CacheKey(mv.model, mv.version)
+        await self.cache.load(key)
+        self.cache.pin(key)
+
+    async def unload_model(self, name: str) -> None:
+        mv = await self.resolver.resolve(name, None)
+        key = CacheKey(mv.model, mv.version)
+        self._unloaded.add(name)
+        self.cache.unpin(key)
+        await self.cache.unload(key)

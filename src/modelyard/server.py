@@ -1,0 +1,156 @@
+"""One server process: REST (uvicorn) and gRPC on one asyncio loop, with a graceful life cycle.
+
+Start: bind both ports (live from then on) -> create demo models if asked -> load and warm the
+preload models -> ready. SIGTERM/SIGINT: readiness turns false, both servers stop accepting,
+in-flight requests finish (up to ``drain_timeout_s``), models are unloaded, exit code 0.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import signal
+import socket
+import sys
+from collections.abc import Generator
+
+import uvicorn
+
+from modelyard.app import App, build_app
+from modelyard.core.model_cache import CacheKey
+from modelyard.settings import Settings
+
+log = logging.getLogger("modelyard.server")
+
+
+class _UvicornServer(uvicorn.Server):
+    """uvicorn without its own signal handling: this module coordinates shutdown."""
+
+    @contextlib.contextmanager
+    def capture_signals(self) -> Generator[None, None, None]:
+        yield
+
+
+def bind_socket(host: str, port: int, *, reuse_port: bool = False) -> socket.socket:
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    if reuse_port:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+    sock.bind((host, port))
+    sock.listen(2048)
+    sock.set_inheritable(True)
+    return sock
+
+
+def configure_logging(level: str) -> None:
+    logging.basicConfig(
+        level=level.upper(),
+        stream=sys.stderr,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+    )
+
+
+async def _preload(app: App) -> None:
+    names: list[str] = list(app.settings.preload)
+    if app.settings.demo:
+        from modelyard.demo import ensure_demo_models
+
+        names += await asyncio.to_thread(ensure_demo_models, app.registry)
+    for item in dict.fromkeys(names):
+        name, _, ref = item.partition("@")
+        mv = await asyncio.to_thread(app.registry.resolve, name, ref or None)
+        await app.cache.load(CacheKey(mv.model, mv.version))
+        log.info("preloaded %s (version %d)", name, mv.version)
+
+
+async def _housekeeping(app: App) -> None:
+    ttl = app.settings.idle_unload_s
+    if ttl is None:
+        return
+    period = min(max(ttl / 4, 0.5), 30.0)
+    while True:
+        await asyncio.sleep(period)
+        for key in app.cache.evict_idle():
+            log.info("unloaded idle model %s", key)
+
+
+async def serve_async(app: App, http_sock: socket.socket, stop: asyncio.Event) -> int:
+    """Serve until ``stop`` is set, then drain and shut down. Returns the exit code."""
+    settings = app.settings
+    config = uvicorn.Config(
+        app.rest_app(),
+        lifespan="off",
+        log_level="warning",
+        access_log=False,
+        timeout_graceful_shutdown=int(max(settings.drain_timeout_s, 1)),
+        limit_concurrency=None,
+        http="httptools",
+        loop="uvloop",
+    )
+    http = _UvicornServer(config)
+    grpc_server = None
+    grpc_port = -1
+    if settings.grpc_port >= 0:
+        from modelyard.frontends.grpc import create_grpc_server
+
+        grpc_server, grpc_port = create_grpc_server(app.dataplane, settings)
+        await grpc_server.start()
+    http_task = asyncio.create_task(http.serve(sockets=[http_sock]))
+    http_port = http_sock.getsockname()[1]
+    print(
+        f"modelyard listening http={http_port} grpc={grpc_port} pid={os.getpid()}",
+        file=sys.stderr,
+        flush=True,
+    )
+    housekeeping = asyncio.create_task(_housekeeping(app))
+    try:
+        preload = asyncio.create_task(_preload(app))
+        done, _ = await asyncio.wait(
+            {preload, asyncio.create_task(stop.wait())}, return_when=asyncio.FIRST_COMPLETED
+        )
+        if preload in done:
+            preload.result()  # a failed preload is a failed start
+            app.dataplane.set_ready(True)
+            print("modelyard ready", file=sys.stderr, flush=True)
+        await stop.wait()
+    finally:
+        log.info("shutting down: draining in-flight requests")
+        app.dataplane.start_draining()
+        housekeeping.cancel()
+        http.should_exit = True
+        grace = settings.drain_timeout_s
+        stops = [http_task]
+        if grpc_server is not None:
+            stops.append(asyncio.create_task(grpc_server.stop(grace)))
+        await asyncio.gather(*stops, return_exceptions=True)
+        await asyncio.to_thread(app.close)
+    return 0
+
+
+def run_server(settings: Settings, *, reuse_port: bool = False, worker_index: int = 0) -> int:
+    """Run one server process (or, with ``workers > 1``, the supervisor of N of them).
+    ``worker_index`` is this process's slot under a supervisor (0 when alone)."""
+    configure_logging(settings.log_level)
+    if settings.workers > 1:
+        from modelyard.supervisor import Supervisor
+
+        return Supervisor(settings).run()
+    http_sock = bind_socket(settings.host, settings.http_port, reuse_port=reuse_port)
+    app = build_app(settings)
+
+    async def main() -> int:
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, stop.set)
+        return await serve_async(app, http_sock, stop)
+
+    try:
+        import uvloop
+
+        return uvloop.run(main())
+    except ImportError:  # pragma: no cover - uvloop ships with uvicorn[standard]
+        return asyncio.run(main())

@@ -1,0 +1,102 @@
+"""Start a real `modelyard serve` process on free ports and wait until it reports ready."""
+
+from __future__ import annotations
+
+import os
+import queue
+import re
+import signal
+import subprocess
+import sys
+import threading
+from dataclasses import dataclass, field
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+_LISTENING = re.compile(r"modelyard listening http=(\d+) grpc=(-?\d+)")
+
+
+@dataclass
+class ServerProcess:
+    proc: subprocess.Popen[str]
+    http_port: int
+    grpc_port: int
+    lines: list[str] = field(default_factory=list)
+
+    @property
+    def http_url(self) -> str:
+        return f"127.0.0.1:{self.http_port}"
+
+    @property
+    def base_url(self) -> str:
+        return f"http://127.0.0.1:{self.http_port}"
+
+    @property
+    def grpc_url(self) -> str:
+        return f"127.0.0.1:{self.grpc_port}"
+
+    def terminate(self, timeout: float = 30.0) -> int:
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+        return self.proc.wait(timeout=timeout)
+
+    def log(self) -> str:
+        return "".join(self.lines)
+
+
+def start_server(
+    registry: Path | str,
+    *extra_args: str,
+    env: dict[str, str] | None = None,
+    wait_ready: bool = True,
+    timeout: float = 60.0,
+) -> ServerProcess:
+    """Run ``python -m modelyard serve`` with ports 0 and return once it listens (and is ready)."""
+    full_env = {**os.environ, **(env or {})}
+    full_env["PYTHONPATH"] = os.pathsep.join(
+        [str(ROOT / "src"), str(ROOT), full_env.get("PYTHONPATH", "")]
+    )
+    cmd = [
+        sys.executable,
+        "-m",
+        "modelyard",
+        "serve",
+        "--registry",
+        str(registry),
+        "--http-port",
+        "0",
+        "--grpc-port",
+        "0",
+        *extra_args,
+    ]
+    proc = subprocess.Popen(
+        cmd, stderr=subprocess.PIPE, stdout=subprocess.DEVNULL, text=True, env=full_env
+    )
+    assert proc.stderr is not None
+    lines: list[str] = []
+    events: queue.Queue[str | None] = queue.Queue()
+
+    def pump() -> None:
+        assert proc.stderr is not None
+        for line in proc.stderr:
+            lines.append(line)
+            events.put(line)
+        events.put(None)
+
+    threading.Thread(target=pump, daemon=True).start()
+    http_port = grpc_port = None
+    ready = not wait_ready
+    while http_port is None or not ready:
+        try:
+            line = events.get(timeout=timeout)
+        except queue.Empty:
+            proc.kill()
+            raise RuntimeError("server did not start in time:\n" + "".join(lines)) from None
+        if line is None:
+            raise RuntimeError(f"server exited with {proc.wait()}:\n" + "".join(lines))
+        m = _LISTENING.search(line)
+        if m:
+            http_port, grpc_port = int(m.group(1)), int(m.group(2))
+        if "modelyard ready" in line:
+            ready = True
+    return ServerProcess(proc, http_port, grpc_port, lines)

@@ -1,0 +1,70 @@
+"""Table-driven tests of the batcher's pure decisions."""
+
+from __future__ import annotations
+
+import pytest
+
+from modelyard.core.batch_policy import BatchConfig, decide_flush, ewma, must_shed, take_rows
+
+CFG = BatchConfig(max_batch_size=8, max_wait_s=0.010, max_concurrent_batches=1)
+
+
+@pytest.mark.parametrize(
+    ("queued", "age", "in_flight", "flush", "wait"),
+    [
+        (0, 0.0, 0, False, None),  # nothing queued
+        (3, 0.0, 0, False, 0.010),  # partial batch, fresh: wait for the rest of max_wait
+        (3, 0.004, 0, False, 0.006),
+        (3, 0.010, 0, True, None),  # waited long enough: flush on wait
+        (8, 0.0, 0, True, None),  # full: flush on size
+        (20, 0.0, 0, True, None),
+        (8, 1.0, 1, False, None),  # no free batch slot: wait for the running batch
+    ],
+)
+def test_decide_flush(
+    queued: int, age: float, in_flight: int, flush: bool, wait: float | None
+) -> None:
+    d = decide_flush(queued_rows=queued, oldest_age_s=age, batches_in_flight=in_flight, config=CFG)
+    assert d.flush is flush
+    if wait is None:
+        assert d.wait_s is None
+    else:
+        assert d.wait_s == pytest.approx(wait)
+
+
+def test_zero_wait_flushes_at_once_when_idle() -> None:
+    cfg = BatchConfig(max_batch_size=8, max_wait_s=0.0)
+    d = decide_flush(queued_rows=1, oldest_age_s=0.0, batches_in_flight=0, config=cfg)
+    assert d.flush
+
+
+@pytest.mark.parametrize(
+    ("rows", "compatible", "limit", "taken"),
+    [
+        ([], [], 8, 0),
+        ([1, 1, 1], [True, True, True], 8, 3),
+        ([4, 4, 1], [True, True, True], 8, 2),  # third would overflow
+        ([10, 1], [True, True], 8, 1),  # an oversized head still runs, alone
+        ([1, 1, 1], [True, False, True], 8, 1),  # stop at the first incompatible request
+    ],
+)
+def test_take_rows(rows: list[int], compatible: list[bool], limit: int, taken: int) -> None:
+    assert take_rows(rows, compatible, limit) == taken
+
+
+@pytest.mark.parametrize(
+    ("now", "deadline", "expected", "shed"),
+    [
+        (10.0, None, 5.0, False),
+        (10.0, 10.5, 0.2, False),
+        (10.0, 10.1, 0.2, True),
+        (10.0, 9.0, 0.0, True),
+    ],
+)
+def test_must_shed(now: float, deadline: float | None, expected: float, shed: bool) -> None:
+    assert must_shed(now=now, deadline=deadline, expected_latency_s=expected) is shed
+
+
+def test_ewma() -> None:
+    assert ewma(None, 2.0) == 2.0
+    assert ewma(1.0, 2.0, alpha=0.5) == 1.5
