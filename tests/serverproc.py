@@ -22,6 +22,7 @@ class ServerProcess:
     http_port: int
     grpc_port: int
     lines: list[str] = field(default_factory=list)
+    pump: threading.Thread | None = None
 
     @property
     def http_url(self) -> str:
@@ -38,7 +39,16 @@ class ServerProcess:
     def terminate(self, timeout: float = 30.0) -> int:
         if self.proc.poll() is None:
             self.proc.send_signal(signal.SIGTERM)
-        return self.proc.wait(timeout=timeout)
+        code = self.proc.wait(timeout=timeout)
+        self.close()
+        return code
+
+    def close(self) -> None:
+        """Join the log pump (it ends at EOF, once the process is gone) and close the pipe."""
+        if self.pump is not None:
+            self.pump.join(timeout=10)
+        if self.proc.stderr is not None:
+            self.proc.stderr.close()
 
     def log(self) -> str:
         return "".join(self.lines)
@@ -83,20 +93,29 @@ def start_server(
             events.put(line)
         events.put(None)
 
-    threading.Thread(target=pump, daemon=True).start()
+    pump_thread = threading.Thread(target=pump, daemon=True)
+    pump_thread.start()
+
+    def fail(message: str) -> RuntimeError:
+        proc.kill()
+        proc.wait(timeout=30)
+        pump_thread.join(timeout=10)
+        assert proc.stderr is not None
+        proc.stderr.close()
+        return RuntimeError(message + "\n" + "".join(lines))
+
     http_port = grpc_port = None
     ready = not wait_ready
     while http_port is None or not ready:
         try:
             line = events.get(timeout=timeout)
         except queue.Empty:
-            proc.kill()
-            raise RuntimeError("server did not start in time:\n" + "".join(lines)) from None
+            raise fail("server did not start in time:") from None
         if line is None:
-            raise RuntimeError(f"server exited with {proc.wait()}:\n" + "".join(lines))
+            raise fail(f"server exited with {proc.poll()}:")
         m = _LISTENING.search(line)
         if m:
             http_port, grpc_port = int(m.group(1)), int(m.group(2))
         if "modelyard ready" in line:
             ready = True
-    return ServerProcess(proc, http_port, grpc_port, lines)
+    return ServerProcess(proc, http_port, grpc_port, lines, pump_thread)

@@ -9,11 +9,11 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any
 
 import yaml
-from pydantic import Field
-from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
+from pydantic import Field, field_validator
+from pydantic_settings import BaseSettings, NoDecode, PydanticBaseSettingsSource, SettingsConfigDict
 
 ENV_PREFIX = "MODELYARD_"
 
@@ -60,7 +60,7 @@ class Settings(BaseSettings):
     drain_timeout_s: float = Field(
         default=30.0, ge=0, description="On SIGTERM, how long in-flight requests may finish."
     )
-    preload: tuple[str, ...] = Field(
+    preload: Annotated[tuple[str, ...], NoDecode] = Field(
         default=(), description="Models (name or name@alias) loaded and warmed before ready."
     )
     demo: bool = Field(default=False, description="Create and serve the demo models.")
@@ -103,12 +103,20 @@ class Settings(BaseSettings):
     onnx_graph_optimization: str = Field(
         default="all", pattern="^(disable|basic|extended|all)$", description="ORT graph opt level."
     )
-    onnx_providers: tuple[str, ...] = Field(
+    onnx_providers: Annotated[tuple[str, ...], NoDecode] = Field(
         default=("CPUExecutionProvider",), description="ONNX Runtime execution providers, in order."
     )
 
     # ---- logging ------------------------------------------------------------------------------
     log_level: str = Field(default="info", description="Root log level.")
+
+    @field_validator("preload", "onnx_providers", mode="before")
+    @classmethod
+    def _comma_list(cls, value: Any) -> Any:
+        """Lists may be given as ``a,b`` (env vars, flags) as well as YAML/JSON lists."""
+        if isinstance(value, str):
+            return tuple(part.strip() for part in value.split(",") if part.strip())
+        return value
 
     @classmethod
     def settings_customise_sources(

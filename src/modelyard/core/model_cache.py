@@ -1,0 +1,459 @@
+"""The model cache: loaded runtimes in this process, under a byte budget.
+
+One thread-safe core serves both asyncio callers (the server) and plain threads (batch jobs,
+embedded use). A cache hit is a dict lookup under a :class:`threading.Lock` - no thread hop, no
+await. A miss joins the single in-progress load of that key, a :class:`concurrent.futures.Future`
+that coroutines await through :func:`asyncio.wrap_future` and threads block on.
+
+Loads run on an executor: ``loader(key)`` (fetch files, construct, ``runtime.load()``), then
+``runtime.warmup()``, then ``runtime.memory_bytes()`` sizes the entry. Least recently used entries
+are evicted until the budget holds; entries with leases in flight and pinned entries are never
+evicted, so the cache may stay over budget until those leases end (requests never wait for room).
+
+``get`` hands out a runtime without protection: it may be evicted while the caller still uses it.
+The serving path uses ``lease``, which keeps the entry loaded until the ``async with`` block ends.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import concurrent.futures
+import contextlib
+import dataclasses
+import logging
+import threading
+from collections import OrderedDict
+from collections.abc import AsyncIterator, Callable, Iterator
+from dataclasses import dataclass, field
+from types import TracebackType
+from typing import Any
+
+from modelyard.core.cache_policy import (
+    CacheEntryInfo,
+    CacheKey,
+    CacheState,
+    CacheStats,
+    EvictionCandidate,
+    choose_evictions,
+    choose_idle,
+)
+from modelyard.core.clock import SYSTEM_CLOCK, Clock
+from modelyard.errors import (
+    InvalidInputError,
+    ModelLoadError,
+    ModelTooLargeError,
+    ModelYardError,
+    UnavailableError,
+)
+from modelyard.runtime import Runtime
+
+__all__ = ["CacheEntryInfo", "CacheKey", "CacheState", "CacheStats", "Loader", "ModelCache"]
+
+log = logging.getLogger(__name__)
+
+
+Loader = Callable[[CacheKey], Runtime]
+"""Blocking: fetch the version's files, construct its runtime and call ``runtime.load()``."""
+
+
+@dataclass(slots=True, eq=False)
+class _Entry:
+    key: CacheKey
+    last_used: float
+    state: CacheState = CacheState.LOADING
+    future: concurrent.futures.Future[Runtime] = field(default_factory=lambda: _running_future())
+    runtime: Runtime | None = None
+    bytes: int = 0
+    in_flight: int = 0
+    load_seconds: float = 0.0
+    warmup_seconds: float = 0.0
+    loaded_at: float | None = None
+    error: BaseException | None = None
+    error_tb: TracebackType | None = None
+    failed_at: float = 0.0
+    unload_done: concurrent.futures.Future[None] | None = None
+
+
+def _running_future() -> concurrent.futures.Future[Any]:
+    # A RUNNING future cannot be cancelled: a waiter whose task is cancelled (wrap_future
+    # forwards cancellation) must not cancel the load that other callers wait on.
+    fut: concurrent.futures.Future[Any] = concurrent.futures.Future()
+    fut.set_running_or_notify_cancel()
+    return fut
+
+
+@dataclass(slots=True)
+class _Counters:  # the mutable part of CacheStats, guarded by the cache's lock
+    hits: int = 0
+    misses: int = 0
+    loads: int = 0
+    load_failures: int = 0
+    load_seconds_total: float = 0.0
+    evictions: int = 0
+    idle_unloads: int = 0
+    unloads: int = 0
+
+
+_Disposal = tuple[Runtime, "concurrent.futures.Future[None] | None"]
+
+
+class ModelCache:
+    """Loaded runtimes keyed by :class:`CacheKey`: single-flight loads, warm-up, LRU under
+    ``budget_bytes``, idle unload after ``idle_ttl_s``, pins, failures remembered for
+    ``failure_ttl_s``. Safe to use from any thread and from any event loop."""
+
+    def __init__(
+        self,
+        loader: Loader,
+        *,
+        budget_bytes: int,
+        idle_ttl_s: float | None = None,
+        failure_ttl_s: float = 10.0,
+        clock: Clock = SYSTEM_CLOCK,
+        executor: concurrent.futures.Executor | None = None,
+    ) -> None:
+        if isinstance(budget_bytes, bool) or not isinstance(budget_bytes, int) or budget_bytes < 1:
+            raise InvalidInputError(f"budget_bytes must be an int >= 1, got {budget_bytes!r}")
+        if idle_ttl_s is not None and not idle_ttl_s > 0:
+            raise InvalidInputError(f"idle_ttl_s must be > 0 or None, got {idle_ttl_s!r}")
+        if not failure_ttl_s >= 0:
+            raise InvalidInputError(f"failure_ttl_s must be >= 0, got {failure_ttl_s!r}")
+        self._loader = loader
+        self._budget = budget_bytes
+        self._idle_ttl = idle_ttl_s
+        self._failure_ttl = failure_ttl_s
+        self._clock = clock
+        self._owns_executor = executor is None
+        self._executor = executor or concurrent.futures.ThreadPoolExecutor(
+            max_workers=4, thread_name_prefix="modelyard-cache"
+        )
+        self._lock = threading.Lock()
+        # Insertion order is recency order (move_to_end on use): the LRU tie-break.
+        self._entries: OrderedDict[CacheKey, _Entry] = OrderedDict()
+        self._draining: dict[int, _Entry] = {}
+        self._pinned: set[CacheKey] = set()
+        self._closed = False
+        self._bytes = 0
+        self._n = _Counters()
+
+    # ---- requests ----------------------------------------------------------------------------
+    async def get(self, key: CacheKey) -> Runtime:
+        """The loaded runtime of ``key``, loading it if needed. Not protected from eviction."""
+        entry, runtime = self._acquire(key, lease=False, request=True)
+        return runtime if runtime is not None else await asyncio.wrap_future(entry.future)
+
+    def get_sync(self, key: CacheKey) -> Runtime:
+        """Blocking :meth:`get` for threads (never call it on an event loop thread)."""
+        entry, runtime = self._acquire(key, lease=False, request=True)
+        return runtime if runtime is not None else entry.future.result()
+
+    @contextlib.asynccontextmanager
+    async def lease(self, key: CacheKey) -> AsyncIterator[Runtime]:
+        """``async with cache.lease(key) as runtime``: the entry is not evicted or unloaded
+        until the block ends."""
+        entry, runtime = self._acquire(key, lease=True, request=True)
+        try:  # also gives the reservation back when the load fails or the waiter is cancelled
+            yield runtime if runtime is not None else await asyncio.wrap_future(entry.future)
+        finally:
+            self._release(entry)
+
+    @contextlib.contextmanager
+    def lease_sync(self, key: CacheKey) -> Iterator[Runtime]:
+        """Blocking :meth:`lease` for threads."""
+        entry, runtime = self._acquire(key, lease=True, request=True)
+        try:
+            yield runtime if runtime is not None else entry.future.result()
+        finally:
+            self._release(entry)
+
+    async def load(self, key: CacheKey) -> Runtime:
+        """Explicit (pre)load through the same single-flight path. Unlike a request, it retries
+        a remembered failure at once and does not count as a hit or miss."""
+        entry, runtime = self._acquire(key, lease=False, request=False)
+        return runtime if runtime is not None else await asyncio.wrap_future(entry.future)
+
+    def _acquire(
+        self, key: CacheKey, *, lease: bool, request: bool
+    ) -> tuple[_Entry, Runtime | None]:
+        start = False
+        with self._lock:
+            if self._closed:
+                raise UnavailableError("the model cache is closed")
+            now = self._clock.monotonic()
+            entry = self._entries.get(key)
+            if entry is not None and entry.state is CacheState.FAILED:
+                if not request or now >= entry.failed_at + self._failure_ttl:
+                    del self._entries[key]
+                    entry = None
+            if entry is None:
+                entry = self._entries[key] = _Entry(key, now)
+                self._n.loads += 1
+                start = True
+            elif entry.state is CacheState.READY:
+                self._entries.move_to_end(key)
+                entry.last_used = now
+                entry.in_flight += lease
+                self._n.hits += request
+                return entry, entry.runtime
+            self._n.misses += request
+            if entry.error is not None:
+                raise entry.error.with_traceback(entry.error_tb)
+            entry.in_flight += lease
+        if start:
+            self._submit(self._run_load, entry, on_refused=self._refused)
+        return entry, None
+
+    def _release(self, entry: _Entry) -> None:
+        disposals: list[_Disposal] = []
+        with self._lock:
+            entry.in_flight -= 1
+            if self._entries.get(entry.key) is entry and entry.state is CacheState.READY:
+                entry.last_used = self._clock.monotonic()
+                self._entries.move_to_end(entry.key)
+            if entry.in_flight == 0:
+                if entry.state is CacheState.UNLOADING:
+                    disposals = self._take(entry)
+                elif self._bytes > self._budget:
+                    disposals = self._evict_over_budget(exclude=None)
+        self._dispose_later(disposals)
+
+    # ---- loading -----------------------------------------------------------------------------
+    def _run_load(self, entry: _Entry) -> None:
+        try:
+            runtime, size, load_s, warm_s = self._build(entry.key)
+        except BaseException as exc:  # every failure must complete the future waiters block on
+            error = exc
+            if not isinstance(exc, ModelYardError):
+                error = _load_error(entry.key, "load", exc)
+                error.__cause__ = exc
+            self._fail(entry, error)
+            return
+        self._finish(entry, runtime, size, load_s, warm_s)
+
+    def _build(self, key: CacheKey) -> tuple[Runtime, int, float, float]:
+        """Worker thread: loader, warm-up, size check. Returns (runtime, bytes, load_s, warm_s)."""
+        t0 = self._clock.monotonic()
+        runtime = self._loader(key)  # its errors are wrapped by _run_load
+        if not isinstance(runtime, Runtime):
+            raise ModelLoadError(
+                f"loader returned {type(runtime).__name__} for {key}, not a Runtime"
+            )
+        t1 = self._clock.monotonic()
+        try:
+            runtime.warmup()
+        except BaseException as exc:
+            self._dispose(runtime, None)
+            raise _load_error(key, "warm up", exc) from exc
+        t2 = self._clock.monotonic()
+        try:
+            size = runtime.memory_bytes()
+            if isinstance(size, bool) or not isinstance(size, int) or size < 0:
+                raise ModelLoadError(f"memory_bytes() of {key} returned {size!r}, not an int >= 0")
+            if size > self._budget:
+                raise ModelTooLargeError(
+                    f"model {key} needs {size} bytes, more than the model cache's whole "
+                    f"budget_bytes={self._budget}"
+                )
+        except BaseException as exc:
+            self._dispose(runtime, None)
+            if isinstance(exc, ModelYardError):
+                raise
+            raise _load_error(key, "measure", exc) from exc
+        return runtime, size, t1 - t0, t2 - t1
+
+    def _finish(
+        self, entry: _Entry, runtime: Runtime, size: int, load_s: float, warm_s: float
+    ) -> None:
+        disposals: list[_Disposal] = []
+        with self._lock:
+            closed = self._closed
+            if not closed:
+                entry.state = CacheState.READY
+                entry.runtime, entry.bytes = runtime, size
+                entry.load_seconds, entry.warmup_seconds = load_s, warm_s
+                entry.loaded_at = self._clock.wall()
+                entry.last_used = self._clock.monotonic()
+                self._bytes += size
+                self._n.load_seconds_total += load_s + warm_s
+                disposals = self._evict_over_budget(exclude=entry.key)
+        if closed:
+            self._dispose(runtime, None)
+            self._fail(entry, UnavailableError(f"the model cache closed while loading {entry.key}"))
+            return
+        entry.future.set_result(runtime)
+        for victim, done in disposals:  # already on a worker thread: unload here
+            self._dispose(victim, done)
+
+    def _fail(self, entry: _Entry, error: BaseException) -> None:
+        with self._lock:
+            entry.state = CacheState.FAILED
+            entry.error, entry.error_tb = error, error.__traceback__
+            entry.failed_at = self._clock.monotonic()
+            self._n.load_failures += 1
+        entry.future.set_exception(error)
+
+    def _refused(self, entry: _Entry) -> None:
+        self._fail(entry, UnavailableError(f"cannot load {entry.key}: the executor is shut down"))
+
+    # ---- eviction and unloading --------------------------------------------------------------
+    def _evict_over_budget(self, exclude: CacheKey | None) -> list[_Disposal]:
+        """Lock held. Pops LRU victims until the budget holds (or nothing evictable is left)."""
+        if self._bytes <= self._budget:
+            return []
+        victims = choose_evictions(self._candidates(exclude), self._bytes, self._budget)
+        self._n.evictions += len(victims)
+        return self._pop(victims)
+
+    def _candidates(self, exclude: CacheKey | None) -> list[EvictionCandidate[CacheKey]]:
+        return [
+            EvictionCandidate(e.key, e.bytes, e.last_used, e.in_flight, e.key in self._pinned)
+            for e in self._entries.values()
+            if e.state is CacheState.READY and e.key != exclude
+        ]
+
+    def _pop(self, keys: list[CacheKey]) -> list[_Disposal]:
+        disposals: list[_Disposal] = []
+        for key in keys:
+            entry = self._entries.pop(key)
+            entry.state = CacheState.UNLOADING
+            disposals += self._take(entry)
+        return disposals
+
+    def _take(self, entry: _Entry) -> list[_Disposal]:
+        """Lock held. Claims the entry's runtime so exactly one caller unloads it."""
+        self._draining.pop(id(entry), None)
+        runtime, entry.runtime = entry.runtime, None
+        if runtime is None:
+            return []
+        self._bytes -= entry.bytes
+        return [(runtime, entry.unload_done)]
+
+    def _dispose(self, runtime: Runtime, done: concurrent.futures.Future[None] | None) -> None:
+        try:
+            runtime.unload()
+        except Exception:
+            log.exception("runtime.unload() failed; dropping the runtime anyway")
+        finally:
+            if done is not None and not done.done():
+                done.set_result(None)
+
+    def _dispose_later(self, disposals: list[_Disposal]) -> None:
+        for runtime, done in disposals:
+            self._submit(self._dispose, runtime, done, on_refused=None)
+
+    def _submit(
+        self, fn: Callable[..., None], *args: object, on_refused: Callable[..., None] | None
+    ) -> None:
+        try:
+            self._executor.submit(fn, *args)
+        except RuntimeError:  # executor shut down (closing): fail the load / unload inline
+            (on_refused or fn)(*args)
+
+    async def unload(self, key: CacheKey) -> bool:
+        """Unload ``key`` (even when pinned; the pin stays for later loads) after its in-flight
+        leases end. New requests meanwhile start a fresh load. Returns False when nothing was
+        loaded (a remembered failure is forgotten, so the next request retries at once)."""
+        while True:
+            with self._lock:
+                entry = self._entries.get(key)
+                if entry is None or entry.state is CacheState.FAILED:
+                    self._entries.pop(key, None)
+                    return False
+                if entry.state is CacheState.READY:
+                    del self._entries[key]
+                    entry.state = CacheState.UNLOADING
+                    done = entry.unload_done = _running_future()
+                    self._draining[id(entry)] = entry
+                    self._n.unloads += 1
+                    disposals = self._take(entry) if entry.in_flight == 0 else []
+                    break
+                loading = entry.future
+            with contextlib.suppress(Exception):  # a failed load leaves nothing to unload
+                await asyncio.wrap_future(loading)
+        self._dispose_later(disposals)
+        await asyncio.wrap_future(done)
+        return True
+
+    def evict_idle(self) -> list[CacheKey]:
+        """One idle-unload pass at ``clock.monotonic()``; also forgets expired failures."""
+        with self._lock:
+            now = self._clock.monotonic()
+            expired = [
+                k
+                for k, e in self._entries.items()
+                if e.state is CacheState.FAILED and now >= e.failed_at + self._failure_ttl
+            ]
+            for k in expired:
+                del self._entries[k]
+            if self._idle_ttl is None:
+                return []
+            idle = choose_idle(self._candidates(None), now, self._idle_ttl)
+            self._n.idle_unloads += len(idle)
+            disposals = self._pop(idle)
+        self._dispose_later(disposals)
+        return idle
+
+    def pin(self, key: CacheKey) -> None:
+        """Never evict ``key`` (by budget or idleness). Does not load it: ``await load(key)``."""
+        with self._lock:
+            self._pinned.add(key)
+
+    def unpin(self, key: CacheKey) -> None:
+        with self._lock:
+            self._pinned.discard(key)
+            disposals = self._evict_over_budget(exclude=None)
+        self._dispose_later(disposals)
+
+    # ---- introspection -----------------------------------------------------------------------
+    def is_loaded(self, key: CacheKey) -> bool:
+        with self._lock:
+            entry = self._entries.get(key)
+            return entry is not None and entry.state is CacheState.READY
+
+    def entries(self) -> list[CacheEntryInfo]:
+        with self._lock:
+            return [
+                CacheEntryInfo(
+                    *(e.key, e.state, e.bytes, e.last_used, e.in_flight, e.key in self._pinned),
+                    *(e.load_seconds, e.warmup_seconds, e.loaded_at),
+                    error=None if e.error is None else str(e.error),
+                )
+                for e in [*self._entries.values(), *self._draining.values()]
+            ]
+
+    @property
+    def stats(self) -> CacheStats:
+        with self._lock:
+            return CacheStats(
+                **dataclasses.asdict(self._n), bytes_in_use=self._bytes, budget_bytes=self._budget
+            )
+
+    @property
+    def closed(self) -> bool:
+        return self._closed
+
+    def close(self) -> None:
+        """Unload everything (in-flight leases are not waited for: stop traffic first), then
+        shut down the executor if the cache owns it. Blocks until loads and unloads finish."""
+        with self._lock:
+            if self._closed:
+                return
+            self._closed = True
+            loading = [e.future for e in self._entries.values() if e.state is CacheState.LOADING]
+        concurrent.futures.wait(loading)
+        with self._lock:
+            taken = [
+                d
+                for e in [*self._entries.values(), *self._draining.values()]
+                for d in self._take(e)
+            ]
+            self._entries.clear()
+        disposals: list[_Disposal] = [(rt, done or _running_future()) for rt, done in taken]
+        self._dispose_later(disposals)
+        concurrent.futures.wait([done for _, done in disposals if done is not None])
+        if self._owns_executor:
+            self._executor.shutdown(wait=True)
+
+
+def _load_error(key: CacheKey, step: str, exc: BaseException) -> ModelLoadError:
+    return ModelLoadError(f"could not {step} model {key}: {type(exc).__name__}: {exc}")
