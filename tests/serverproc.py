@@ -9,6 +9,8 @@ import signal
 import subprocess
 import sys
 import threading
+import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -23,6 +25,7 @@ class ServerProcess:
     grpc_port: int
     lines: list[str] = field(default_factory=list)
     pump: threading.Thread | None = None
+    logged: threading.Condition = field(default_factory=threading.Condition)
 
     @property
     def http_url(self) -> str:
@@ -52,6 +55,17 @@ class ServerProcess:
 
     def log(self) -> str:
         return "".join(self.lines)
+
+    def wait_for(self, predicate: Callable[[], bool], timeout: float = 60.0) -> None:
+        """Block until ``predicate()`` holds; it is re-checked whenever the server logs a line
+        (and at least every 0.1 s, for conditions that do not come from the log)."""
+        deadline = time.monotonic() + timeout
+        with self.logged:
+            while not predicate():
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    raise AssertionError(f"condition not met in {timeout} s:\n{self.log()}")
+                self.logged.wait(min(left, 0.1))
 
 
 def start_server(
@@ -85,11 +99,14 @@ def start_server(
     assert proc.stderr is not None
     lines: list[str] = []
     events: queue.Queue[str | None] = queue.Queue()
+    logged = threading.Condition()
 
     def pump() -> None:
         assert proc.stderr is not None
         for line in proc.stderr:
-            lines.append(line)
+            with logged:
+                lines.append(line)
+                logged.notify_all()
             events.put(line)
         events.put(None)
 
@@ -118,4 +135,4 @@ def start_server(
             http_port, grpc_port = int(m.group(1)), int(m.group(2))
         if "modelyard ready" in line:
             ready = True
-    return ServerProcess(proc, http_port, grpc_port, lines, pump_thread)
+    return ServerProcess(proc, http_port, grpc_port, lines, pump_thread, logged)

@@ -17,7 +17,7 @@ from modelyard.runtime import Runtime, RuntimeOptions
 from modelyard.settings import Settings
 
 if TYPE_CHECKING:
-    from modelyard.frontends.rest import ASGIApp
+    from modelyard.frontends.rest import RestApp
 
 
 def runtime_options(settings: Settings) -> RuntimeOptions:
@@ -53,7 +53,7 @@ class App:
     cache: ModelCache
     dataplane: ServingDataPlane
 
-    def rest_app(self) -> ASGIApp:
+    def rest_app(self) -> RestApp:
         from modelyard.frontends.rest import create_rest_app
 
         return create_rest_app(self.dataplane, self.settings)

@@ -45,6 +45,15 @@ def bind_socket(host: str, port: int, *, reuse_port: bool = False) -> socket.soc
     return sock
 
 
+def rss_bytes() -> int:
+    """Resident set size of this process (Linux /proc; 0 where unavailable)."""
+    try:
+        with open("/proc/self/statm") as f:
+            return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+    except (OSError, ValueError, IndexError):
+        return 0
+
+
 def configure_logging(level: str) -> None:
     logging.basicConfig(
         level=level.upper(),
@@ -80,8 +89,9 @@ async def _housekeeping(app: App) -> None:
 async def serve_async(app: App, http_sock: socket.socket, stop: asyncio.Event) -> int:
     """Serve until ``stop`` is set, then drain and shut down. Returns the exit code."""
     settings = app.settings
+    rest = app.rest_app()
     config = uvicorn.Config(
-        app.rest_app(),
+        rest,
         lifespan="off",
         log_level="warning",
         access_log=False,
@@ -114,11 +124,16 @@ async def serve_async(app: App, http_sock: socket.socket, stop: asyncio.Event) -
         if preload in done:
             preload.result()  # a failed preload is a failed start
             app.dataplane.set_ready(True)
-            print("modelyard ready", file=sys.stderr, flush=True)
+            print(
+                f"modelyard ready pid={os.getpid()} rss_mib={rss_bytes() / 2**20:.1f}",
+                file=sys.stderr,
+                flush=True,
+            )
         await stop.wait()
     finally:
         log.info("shutting down: draining in-flight requests")
         app.dataplane.start_draining()
+        rest.start_draining()  # keep-alive clients get `Connection: close`
         housekeeping.cancel()
         http.should_exit = True
         grace = settings.drain_timeout_s

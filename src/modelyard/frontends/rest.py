@@ -1,0 +1,540 @@
+"""The REST frontend: Open Inference Protocol V2 (KServe V2) over HTTP, as a raw ASGI app.
+
+Endpoints: ``GET /v2/health/live``, ``/v2/health/ready``, ``/v2``, ``/v2/models/{m}[/versions/{v}]``
+and ``.../ready``; ``POST .../infer`` (JSON or the binary tensor data extension); the repository
+extension (``POST /v2/repository/index``, ``/v2/repository/models/{m}/load``, ``.../unload``);
+KServe V1 (``GET /v1/models``, ``GET /v1/models/{m}``, ``POST /v1/models/{m}:predict``).
+
+No web framework: one precompiled router (a dict for static paths, literal segment compares for
+the rest), orjson, and the codec's vectorised tensor decoding keep the per-request overhead small.
+Handlers call only the :class:`~modelyard.core.dataplane.DataPlane`; errors become
+``{"error": ...}`` through the one table in :mod:`modelyard.frontends.http_errors`.
+
+Request headers understood: ``Inference-Header-Content-Length`` (binary extension),
+``Content-Encoding: gzip|deflate``, ``x-request-id`` (echoed back), ``x-modelyard-timeout-ms``
+(deadline; so is the Triton-style request parameter ``timeout`` in microseconds; the smaller wins;
+0 means none) and ``x-modelyard-key`` (routing key for sticky traffic splits).
+"""
+
+from __future__ import annotations
+
+import itertools
+import logging
+import math
+import os
+import zlib
+from collections.abc import Awaitable, Callable, Iterable, Mapping, MutableMapping
+from dataclasses import dataclass, field
+from typing import Any
+
+import orjson
+
+from modelyard.core.clock import SYSTEM_CLOCK, Clock
+from modelyard.core.dataplane import DataPlane
+from modelyard.errors import ErrorCode, InvalidInputError, ModelYardError, PayloadTooLargeError
+from modelyard.frontends import v1
+from modelyard.frontends.codec import decode_infer_request, encode_infer_response, load_json
+from modelyard.frontends.http_errors import HEALTH_FALSE_STATUS, error_body, error_response
+from modelyard.settings import Settings
+from modelyard.types import ModelMetadata, RequestContext, TensorSpec
+
+logger = logging.getLogger(__name__)
+
+INFERENCE_HEADER = "inference-header-content-length"
+TIMEOUT_HEADER = "x-modelyard-timeout-ms"
+KEY_HEADER = "x-modelyard-key"
+REQUEST_ID_HEADER = "x-request-id"
+
+
+Scope = MutableMapping[str, Any]
+Message = MutableMapping[str, Any]
+Receive = Callable[[], Awaitable[Message]]
+Send = Callable[[Message], Awaitable[None]]
+ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
+
+_JSON = "application/json"
+_OCTET = "application/octet-stream"
+
+
+@dataclass(slots=True)
+class HttpRequest:
+    """What a route handler sees. ``headers`` has lower-case names; ``body`` is decompressed."""
+
+    method: str
+    path: str
+    params: dict[str, str]
+    headers: dict[str, str]
+    body: bytes
+    query_string: bytes = b""
+
+
+@dataclass(slots=True)
+class HttpResponse:
+    """What a route handler returns. ``content_type=None`` sends no Content-Type (empty body)."""
+
+    status: int = 200
+    body: bytes = b""
+    content_type: str | None = _JSON
+    headers: list[tuple[str, str]] = field(default_factory=list)
+
+    @classmethod
+    def json(cls, doc: Any, status: int = 200) -> HttpResponse:
+        return cls(status, orjson.dumps(doc))
+
+
+Handler = Callable[[HttpRequest], Awaitable[HttpResponse]]
+
+
+@dataclass(frozen=True, slots=True)
+class Route:
+    """A route: ``method`` (GET, POST, ...), ``path`` with ``{param}`` segments, async handler.
+    HEAD is answered by the GET handler, without the body."""
+
+    method: str
+    path: str
+    handler: Handler
+
+
+class Router:
+    """Precompiled routes: static paths in a dict; the others grouped by segment count and
+    matched by comparing their literal segments (no regular expressions)."""
+
+    _CACHE_SIZE = 4096
+
+    def __init__(self, routes: Iterable[Route]) -> None:
+        self._static: dict[str, dict[str, Handler]] = {}
+        self._dynamic: dict[int, list[_Pattern]] = {}
+        # Hot paths (one per served model) repeat: remember their matches.
+        self._cache: dict[tuple[str, str], tuple[Handler, dict[str, str]]] = {}
+        for route in routes:
+            self._add(route)
+
+    def _add(self, route: Route) -> None:
+        parts = route.path.rstrip("/").split("/")
+        if not route.path.startswith("/") or "" in parts[1:]:
+            raise ValueError(f"route path {route.path!r} must be /-separated, non-empty segments")
+        params = tuple((i, p[1:-1]) for i, p in enumerate(parts) if p.startswith("{"))
+        if not params:
+            methods = self._static.setdefault("/".join(parts), {})
+        else:
+            literals = tuple((i, p) for i, p in enumerate(parts) if not p.startswith("{"))
+            group = self._dynamic.setdefault(len(parts), [])
+            found = next((p for p in group if p.literals == literals), None)
+            if found is None:
+                found = _Pattern(literals, params, {})
+                group.append(found)
+            methods = found.methods
+        if route.method in methods:
+            raise ValueError(f"route {route.method} {route.path} is defined twice")
+        methods[route.method] = route.handler
+
+    def match(
+        self, method: str, path: str
+    ) -> tuple[Handler | None, dict[str, str], tuple[str, ...]]:
+        """(handler, path params, ()) on a match; (None, {}, allowed methods) otherwise."""
+        hit = self._cache.get((method, path))
+        if hit is not None:
+            return hit[0], dict(hit[1]), ()
+        found = self._match(method, path)
+        if found[0] is not None:
+            if len(self._cache) >= self._CACHE_SIZE:
+                self._cache.clear()
+            self._cache[method, path] = (found[0], dict(found[1]))
+        return found
+
+    def _match(
+        self, method: str, path: str
+    ) -> tuple[Handler | None, dict[str, str], tuple[str, ...]]:
+        if len(path) > 1 and path[-1] == "/":
+            path = path[:-1]
+        params: dict[str, str] = {}
+        methods = self._static.get(path)
+        if methods is None:
+            parts = path.split("/")
+            for pattern in self._dynamic.get(len(parts), ()):
+                if all(parts[i] == lit for i, lit in pattern.literals):
+                    params = {name: parts[i] for i, name in pattern.params}
+                    if all(params.values()):
+                        methods = pattern.methods
+                        break
+            if methods is None:
+                return None, {}, ()
+        handler = methods.get("GET" if method == "HEAD" else method)
+        if handler is None:
+            return None, {}, tuple(methods)
+        return handler, params, ()
+
+
+@dataclass(slots=True)
+class _Pattern:
+    literals: tuple[tuple[int, str], ...]
+    params: tuple[tuple[int, str], ...]
+    methods: dict[str, Handler]
+
+
+async def read_body(receive: Receive, headers: Mapping[str, str], limit: int) -> bytes | None:
+    """The request body, decompressed, at most ``limit`` bytes; None if the client left."""
+    declared = headers.get("content-length")
+    if declared is not None and declared.isdigit() and int(declared) > limit:
+        raise PayloadTooLargeError(f"request body of {declared} bytes exceeds {limit} bytes")
+    chunks: list[bytes] = []
+    size = 0
+    while True:
+        message = await receive()
+        if message["type"] == "http.disconnect":
+            return None
+        chunk: bytes = message.get("body", b"")
+        size += len(chunk)
+        if size > limit:
+            raise PayloadTooLargeError(f"request body exceeds {limit} bytes")
+        chunks.append(chunk)
+        if not message.get("more_body", False):
+            break
+    body = chunks[0] if len(chunks) == 1 else b"".join(chunks)
+    encoding = headers.get("content-encoding")
+    if encoding is None or (encoding := encoding.strip().lower()) == "identity":
+        return body
+    return _decompress(body, encoding, limit)
+
+
+def _decompress(body: bytes, encoding: str, limit: int) -> bytes:
+    wbits = {"gzip": 31, "deflate": 15}.get(encoding)
+    if wbits is None:
+        raise InvalidInputError(f"Content-Encoding {encoding!r} is not supported (gzip, deflate)")
+    inflater = zlib.decompressobj(wbits)
+    try:
+        data = inflater.decompress(body, limit + 1)
+    except zlib.error as exc:
+        raise InvalidInputError(f"request body is not valid {encoding} data: {exc}") from exc
+    if len(data) > limit:
+        raise PayloadTooLargeError(f"decompressed request body exceeds {limit} bytes")
+    if not inflater.eof:
+        raise InvalidInputError(f"request body is truncated {encoding} data")
+    return data
+
+
+async def send_response(send: Send, response: HttpResponse, *, head: bool, close: bool) -> None:
+    """Send ``response``; ``close`` asks the client to drop the connection (draining)."""
+    body = response.body
+    headers = [(b"content-length", b"%d" % len(body))]
+    if response.content_type is not None:
+        headers.append((b"content-type", response.content_type.encode("latin-1")))
+    for name, value in response.headers:
+        headers.append((name.encode("latin-1"), value.encode("latin-1")))
+    if close:
+        headers.append((b"connection", b"close"))
+    await send({"type": "http.response.start", "status": response.status, "headers": headers})
+    await send({"type": "http.response.body", "body": b"" if head else body})
+
+
+_HEALTH_TRUE = HttpResponse(200, b"", None)
+_HEALTH_FALSE = HttpResponse(HEALTH_FALSE_STATUS, b"", None)
+
+
+def create_rest_app(
+    dataplane: DataPlane,
+    settings: Settings,
+    *,
+    extra_routes: Iterable[Route] = (),
+    fallback: ASGIApp | None = None,
+    clock: Clock = SYSTEM_CLOCK,
+) -> RestApp:
+    """Build the REST ASGI app.
+
+    ``extra_routes`` are mounted beside the built-in ones (``{param}`` path segments; a clash
+    with a built-in route is an error). Requests no route matches go to ``fallback`` when given
+    (e.g. a UI or metrics app), else get a 404. Call :meth:`RestApp.start_draining` on shutdown.
+    """
+    return RestApp(dataplane, settings, extra_routes=extra_routes, fallback=fallback, clock=clock)
+
+
+class RestApp:
+    """The ASGI application. ``draining`` makes readiness fail and closes keep-alive connections
+    while in-flight requests (``in_flight``) finish."""
+
+    def __init__(
+        self,
+        dataplane: DataPlane,
+        settings: Settings,
+        *,
+        extra_routes: Iterable[Route] = (),
+        fallback: ASGIApp | None = None,
+        clock: Clock = SYSTEM_CLOCK,
+    ) -> None:
+        self._dataplane = dataplane
+        self._max_body = settings.max_request_bytes
+        self._max_elements = settings.max_tensor_elements
+        self._default_timeout = settings.default_timeout_s
+        self._clock = clock
+        self._fallback = fallback
+        self.draining = False
+        self.in_flight = 0
+        self.router = Router([*self._builtin_routes(), *extra_routes])
+
+    def start_draining(self) -> None:
+        """Stop reporting ready and ask clients to close connections; keep serving requests."""
+        self.draining = True
+
+    def _builtin_routes(self) -> list[Route]:
+        get, post = "GET", "POST"
+        return [
+            Route(get, "/v2/health/live", self._live),
+            Route(get, "/v2/health/ready", self._ready),
+            Route(get, "/v2", self._server_metadata),
+            Route(get, "/v2/models/{model}", self._model_metadata),
+            Route(get, "/v2/models/{model}/versions/{version}", self._model_metadata),
+            Route(get, "/v2/models/{model}/ready", self._model_ready),
+            Route(get, "/v2/models/{model}/versions/{version}/ready", self._model_ready),
+            Route(post, "/v2/models/{model}/infer", self._infer),
+            Route(post, "/v2/models/{model}/versions/{version}/infer", self._infer),
+            Route(post, "/v2/repository/index", self._repository_index),
+            Route(post, "/v2/repository/models/{model}/load", self._load),
+            Route(post, "/v2/repository/models/{model}/unload", self._unload),
+            Route(get, "/v1/models", self._v1_models),
+            Route(get, "/v1/models/{model}", self._v1_model),
+            Route(post, "/v1/models/{model}", self._v1_predict),
+        ]
+
+    # ---- ASGI ------------------------------------------------------------------------------
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        kind = scope["type"]
+        if kind == "http":
+            await self._http(scope, receive, send)
+        elif kind == "lifespan":
+            await _lifespan(receive, send)
+        elif self._fallback is not None:
+            await self._fallback(scope, receive, send)
+        elif kind == "websocket":
+            await send({"type": "websocket.close", "code": 1000})
+
+    async def _http(self, scope: Scope, receive: Receive, send: Send) -> None:
+        method: str = scope["method"]
+        path: str = scope["path"]
+        handler, params, allowed = self.router.match(method, path)
+        if handler is None and self._fallback is not None and not allowed:
+            await self._fallback(scope, receive, send)
+            return
+        self.in_flight += 1
+        try:
+            if handler is None:
+                response: HttpResponse | None = _no_route(method, path, allowed)
+            else:
+                response = await self._handle(handler, scope, receive, params)
+            if response is not None:  # None: the client went away
+                await send_response(send, response, head=method == "HEAD", close=self.draining)
+        finally:
+            self.in_flight -= 1
+
+    async def _handle(
+        self, handler: Handler, scope: Scope, receive: Receive, params: dict[str, str]
+    ) -> HttpResponse | None:
+        method: str = scope["method"]
+        headers = {k.decode("latin-1"): v.decode("latin-1") for k, v in scope["headers"]}
+        body = b""
+        try:
+            if method != "GET" and method != "HEAD":
+                received = await read_body(receive, headers, self._max_body)
+                if received is None:
+                    return None
+                body = received
+            request = HttpRequest(
+                method, scope["path"], params, headers, body, scope.get("query_string", b"")
+            )
+            return await handler(request)
+        except Exception as exc:
+            status, payload = error_response(exc)
+            if not isinstance(exc, ModelYardError):
+                logger.exception("unhandled error in %s %s", method, scope["path"])
+            elif exc.code is ErrorCode.INTERNAL:  # 503/504 are load, not faults: not logged
+                logger.warning("%s %s: %s", method, scope["path"], exc)
+            return HttpResponse(status, payload)
+
+    # ---- health and metadata ------------------------------------------------------------------
+    async def _live(self, req: HttpRequest) -> HttpResponse:
+        return _HEALTH_TRUE if self._dataplane.live() else _HEALTH_FALSE
+
+    async def _ready(self, req: HttpRequest) -> HttpResponse:
+        ready = not self.draining and self._dataplane.ready()
+        return _HEALTH_TRUE if ready else _HEALTH_FALSE
+
+    async def _model_ready(self, req: HttpRequest) -> HttpResponse:
+        params = req.params
+        ready = await self._dataplane.model_ready(params["model"], params.get("version"))
+        return _HEALTH_TRUE if ready else _HEALTH_FALSE
+
+    async def _server_metadata(self, req: HttpRequest) -> HttpResponse:
+        meta = self._dataplane.server_metadata()
+        return HttpResponse.json(
+            {"name": meta.name, "version": meta.version, "extensions": list(meta.extensions)}
+        )
+
+    async def _model_metadata(self, req: HttpRequest) -> HttpResponse:
+        params = req.params
+        meta = await self._dataplane.model_metadata(params["model"], params.get("version"))
+        return HttpResponse.json(_metadata_doc(meta))
+
+    # ---- inference ----------------------------------------------------------------------------
+    async def _infer(self, req: HttpRequest) -> HttpResponse:
+        headers = req.headers
+        request = decode_infer_request(req.body, _header_length(headers), self._max_elements)
+        ctx = self._context(headers, request.id, request.parameters)
+        params = req.params
+        response = await self._dataplane.infer(params["model"], params.get("version"), request, ctx)
+        body, json_length = encode_infer_response(response, request)
+        if json_length is None:
+            return HttpResponse(200, body, headers=[(REQUEST_ID_HEADER, ctx.request_id)])
+        return HttpResponse(
+            200,
+            body,
+            _OCTET,
+            [
+                (REQUEST_ID_HEADER, ctx.request_id),
+                ("Inference-Header-Content-Length", str(json_length)),
+            ],
+        )
+
+    def _context(
+        self, headers: dict[str, str], request_id: str | None, parameters: Mapping[str, Any]
+    ) -> RequestContext:
+        return RequestContext(
+            request_id=request_id or headers.get(REQUEST_ID_HEADER) or _new_request_id(),
+            deadline=self._deadline(headers, parameters),
+            routing_key=headers.get(KEY_HEADER),
+            headers=headers,
+        )
+
+    def _deadline(self, headers: Mapping[str, str], parameters: Mapping[str, Any]) -> float | None:
+        timeouts: list[float] = []
+        micros = parameters.get("timeout")
+        if micros is not None:
+            if type(micros) not in (int, float) or not 0 <= micros < math.inf:
+                raise InvalidInputError(
+                    "parameters.timeout must be a non-negative number of microseconds"
+                )
+            if micros:
+                timeouts.append(micros / 1e6)
+        header = headers.get(TIMEOUT_HEADER)
+        if header is not None:
+            try:
+                millis = float(header)
+            except ValueError:
+                millis = -1.0
+            if not 0 <= millis < math.inf:
+                raise InvalidInputError(
+                    f"header {TIMEOUT_HEADER} must be a non-negative number of milliseconds"
+                )
+            if millis:
+                timeouts.append(millis / 1e3)
+        timeout = min(timeouts) if timeouts else self._default_timeout
+        return None if timeout is None else self._clock.monotonic() + timeout
+
+    # ---- repository extension -----------------------------------------------------------------
+    async def _repository_index(self, req: HttpRequest) -> HttpResponse:
+        doc = _optional_object(req.body)
+        ready = doc.get("ready", False)
+        if not isinstance(ready, bool):
+            raise InvalidInputError("ready must be true or false")
+        entries = await self._dataplane.repository_index(ready_only=ready)
+        return HttpResponse.json(
+            [
+                {"name": e.name, "version": e.version, "state": e.state, "reason": e.reason}
+                for e in entries
+            ]
+        )
+
+    async def _load(self, req: HttpRequest) -> HttpResponse:
+        params = _optional_object(req.body).get("parameters") or {}
+        if not isinstance(params, dict):
+            raise InvalidInputError("parameters must be a JSON object")
+        if any(key == "config" or key.startswith("file:") for key in params):
+            raise InvalidInputError(
+                "parameters.config and file: overrides are not supported; push a version instead"
+            )
+        await self._dataplane.load_model(req.params["model"])
+        return HttpResponse(200, b"", None)
+
+    async def _unload(self, req: HttpRequest) -> HttpResponse:
+        _optional_object(req.body)  # unload_dependents has no meaning here: no ensembles
+        await self._dataplane.unload_model(req.params["model"])
+        return HttpResponse(200, b"", None)
+
+    # ---- KServe V1 ----------------------------------------------------------------------------
+    async def _v1_models(self, req: HttpRequest) -> HttpResponse:
+        entries = await self._dataplane.repository_index(ready_only=False)
+        return HttpResponse.json({"models": sorted({e.name for e in entries})})
+
+    async def _v1_model(self, req: HttpRequest) -> HttpResponse:
+        name = req.params["model"]
+        ready = await self._dataplane.model_ready(name)
+        return HttpResponse.json({"name": name, "ready": ready})
+
+    async def _v1_predict(self, req: HttpRequest) -> HttpResponse:
+        name, verb = v1.split_verb(req.params["model"])
+        if verb != v1.PREDICT_VERB:
+            raise InvalidInputError(f"V1 verb {verb!r} is not supported (only :predict)")
+        ctx = self._context(req.headers, None, {})
+        body = await v1.predict(self._dataplane, name, req.body, ctx, self._max_elements)
+        return HttpResponse(200, body, headers=[(REQUEST_ID_HEADER, ctx.request_id)])
+
+
+_ID_PREFIX = os.urandom(8).hex()
+_ID_COUNTER = itertools.count()
+
+
+def _new_request_id() -> str:
+    """32 hex digits like ``uuid4().hex``: a per-process random half and a counter (no syscall)."""
+    return f"{_ID_PREFIX}{next(_ID_COUNTER):016x}"
+
+
+def _header_length(headers: Mapping[str, str]) -> int | None:
+    value = headers.get(INFERENCE_HEADER)
+    if value is None:
+        return None
+    if not value.isdigit():
+        raise InvalidInputError(
+            f"Inference-Header-Content-Length must be a non-negative integer, got {value!r}"
+        )
+    return int(value)
+
+
+def _optional_object(body: bytes) -> dict[str, Any]:
+    if not body.strip():
+        return {}
+    doc = load_json(body, "request body")
+    if not isinstance(doc, dict):
+        raise InvalidInputError("request body must be a JSON object")
+    return doc
+
+
+def _tensor_doc(spec: TensorSpec) -> dict[str, Any]:
+    return {"name": spec.name, "datatype": spec.datatype.value, "shape": list(spec.shape)}
+
+
+def _metadata_doc(meta: ModelMetadata) -> dict[str, Any]:
+    doc: dict[str, Any] = {
+        "name": meta.name,
+        "versions": list(meta.versions),
+        "platform": meta.platform,
+        "inputs": [_tensor_doc(s) for s in meta.inputs],
+        "outputs": [_tensor_doc(s) for s in meta.outputs],
+    }
+    if meta.parameters:
+        doc["parameters"] = meta.parameters
+    return doc
+
+
+def _no_route(method: str, path: str, allowed: tuple[str, ...]) -> HttpResponse:
+    if allowed:
+        body = error_body(f"method {method} is not allowed on {path}")
+        return HttpResponse(405, body, headers=[("allow", ", ".join(allowed))])
+    return HttpResponse(404, error_body(f"no route for {path}"))
+
+
+async def _lifespan(receive: Receive, send: Send) -> None:
+    while True:
+        message = await receive()
+        if message["type"] == "lifespan.startup":
+            await send({"type": "lifespan.startup.complete"})
+        elif message["type"] == "lifespan.shutdown":
+            await send({"type": "lifespan.shutdown.complete"})
+            return
