@@ -89,8 +89,17 @@ class Runtime(ABC):
 
     def warmup(self) -> None:
         """Run one prediction before the runtime is handed out: the manifest's example, else
-        zeros shaped by the signature (variable dims = 1)."""
-        self.predict(warmup_inputs(self.manifest))
+        zeros shaped by the signature (variable dims = 1). BYTES elements arrive as ``str``
+        unless the runtime ``accepts_raw_bytes``, exactly as when serving."""
+        inputs = warmup_inputs(self.manifest)
+        if not self.accepts_raw_bytes:
+            for name, arr in inputs.items():
+                if arr.dtype == object:
+                    flat = [v.decode("utf-8") if isinstance(v, bytes) else v for v in arr.flat]
+                    decoded = np.empty(len(flat), dtype=object)
+                    decoded[:] = flat
+                    inputs[name] = decoded.reshape(arr.shape)
+        self.predict(inputs)
 
     def unload(self) -> None:  # noqa: B027 - an optional hook; most engines free on GC
         """Drop engine resources. The instance is not used afterwards."""
