@@ -136,6 +136,9 @@ class RequestContext:
     deadline: float | None = None
     routing_key: str | None = None
     headers: Mapping[str, str] = field(default_factory=dict)
+    #: Set by the traffic layer: the endpoint the client called and the route it picked.
+    endpoint: str | None = None
+    route: str | None = None
 
 
 @dataclass(slots=True)

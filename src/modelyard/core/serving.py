@@ -18,6 +18,7 @@ from modelyard.core.batcher import Batcher
 from modelyard.core.clock import SYSTEM_CLOCK, Clock
 from modelyard.core.dataplane import DataPlane
 from modelyard.core.model_cache import CacheKey, ModelCache
+from modelyard.core.observer import InferEvent, Observer, Observers
 from modelyard.core.resolver import Resolver
 from modelyard.core.validation import encode_bytes_outputs, select_outputs, validate_inputs
 from modelyard.errors import (
@@ -57,6 +58,7 @@ class ServingDataPlane(DataPlane):
         max_tensor_elements: int | None = None,
         clock: Clock = SYSTEM_CLOCK,
         runtime_class: Callable[[str], type[Runtime]] | None = None,
+        observer: Observer | None = None,
     ) -> None:
         self.registry = registry
         self.cache = cache
@@ -76,6 +78,7 @@ class ServingDataPlane(DataPlane):
         self._in_flight = 0
         self._unloaded: set[str] = set()
         self._batchers: dict[CacheKey, tuple[Runtime, Batcher]] = {}
+        self.observer: Observer = observer if observer is not None else Observers()
 
     # ---- life cycle ---------------------------------------------------------------------------
     def set_ready(self, ready: bool) -> None:
@@ -134,31 +137,61 @@ class ServingDataPlane(DataPlane):
         # Draining only turns readiness off: requests that still arrive are served, so that a
         # load balancer that has not yet noticed loses nothing.
         self._in_flight += 1
+        started = self._clock.monotonic()
+        response: InferResponse | None = None
+        code = "OK"
+        version_served = ""
         try:
-            self._check_deadline(ctx)
-            if name in self._unloaded:
-                raise UnavailableError(
-                    f"model '{name}' was unloaded; load it again through the repository API"
-                )
-            mv = await self.resolver.resolve(name, version)
-            runtime_cls = self._runtime_class(mv.manifest.runtime)
-            inputs = validate_inputs(
-                mv.manifest.signature,
-                request.inputs,
-                decode_bytes=not runtime_cls.accepts_raw_bytes,
-                max_elements=self._max_elements,
-            )
-            async with self.cache.lease(CacheKey(mv.model, mv.version)) as runtime:
-                outputs = await self._predict(runtime, inputs, ctx, mv)
-            outputs = select_outputs(mv.manifest.signature, outputs, request.outputs)
-            return InferResponse(
-                model_name=name,
-                model_version=str(mv.version),
-                outputs=encode_bytes_outputs(outputs),
-                id=request.id,
-            )
+            response = await self._infer(name, version, request, ctx)
+            version_served = response.model_version
+            return response
+        except ModelYardError as exc:
+            code = exc.code.value
+            raise
+        except Exception:
+            code = "INTERNAL"
+            raise
         finally:
             self._in_flight -= 1
+            self.observer.on_infer(
+                InferEvent(
+                    endpoint=ctx.endpoint or name,
+                    model=name,
+                    version=version_served,
+                    route=ctx.route or "",
+                    code=code,
+                    latency_s=self._clock.monotonic() - started,
+                    request=request,
+                    response=response,
+                    ctx=ctx,
+                )
+            )
+
+    async def _infer(
+        self, name: str, version: str | None, request: InferRequest, ctx: RequestContext
+    ) -> InferResponse:
+        self._check_deadline(ctx)
+        if name in self._unloaded:
+            raise UnavailableError(
+                f"model '{name}' was unloaded; load it again through the repository API"
+            )
+        mv = await self.resolver.resolve(name, version)
+        runtime_cls = self._runtime_class(mv.manifest.runtime)
+        inputs = validate_inputs(
+            mv.manifest.signature,
+            request.inputs,
+            decode_bytes=not runtime_cls.accepts_raw_bytes,
+            max_elements=self._max_elements,
+        )
+        async with self.cache.lease(CacheKey(mv.model, mv.version)) as runtime:
+            outputs = await self._predict(runtime, inputs, ctx, mv)
+        outputs = select_outputs(mv.manifest.signature, outputs, request.outputs)
+        return InferResponse(
+            model_name=name,
+            model_version=str(mv.version),
+            outputs=encode_bytes_outputs(outputs),
+            id=request.id,
+        )
 
     async def _predict(
         self, runtime: Runtime, inputs: dict[str, Array], ctx: RequestContext, mv: ModelVersion

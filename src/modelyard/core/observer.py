@@ -1,0 +1,93 @@
+"""Hooks through which the core reports what happened, for metrics, logs, payload logs and drift.
+
+The core calls these on the hot path, so implementations must be cheap: count, or put on a bounded
+queue and return. They must never raise (the :class:`Observers` fan-out guards against it anyway).
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+from modelyard.types import InferRequest, InferResponse, RequestContext
+
+log = logging.getLogger("modelyard.observer")
+
+
+@dataclass(frozen=True, slots=True)
+class InferEvent:
+    """One finished inference request, as the dataplane saw it."""
+
+    endpoint: str  # the name the client called (an endpoint or a plain model name)
+    model: str
+    version: str  # "" when resolution failed
+    route: str  # traffic route label ("" for plain models)
+    code: str  # "OK" or an ErrorCode value
+    latency_s: float
+    request: InferRequest
+    response: InferResponse | None
+    ctx: RequestContext
+
+
+@dataclass(frozen=True, slots=True)
+class BatchEvent:
+    model: str
+    version: str
+    rows: int
+    requests: int
+    queue_wait_s: float  # oldest request's wait before the batch started
+    infer_s: float
+
+
+@dataclass(frozen=True, slots=True)
+class CacheEvent:
+    kind: str  # "load" | "load_failure" | "evict" | "idle_unload" | "unload"
+    model: str
+    version: str
+    seconds: float = 0.0
+    bytes: int = 0
+
+
+class Observer:
+    """Base observer: every hook does nothing. Subclass and override what you need."""
+
+    def on_infer(self, event: InferEvent) -> None:
+        """Called once per inference request when it finishes (success or error)."""
+
+    def on_batch(self, event: BatchEvent) -> None:
+        """Called once per executed batch."""
+
+    def on_cache(self, event: CacheEvent) -> None:
+        """Called on model-cache loads, failures and evictions."""
+
+
+class Observers(Observer):
+    """Fans each event out to several observers; a failing observer is logged, not raised."""
+
+    def __init__(self, observers: Sequence[Observer] = ()) -> None:
+        self.observers: list[Observer] = list(observers)
+
+    def add(self, observer: Observer) -> None:
+        self.observers.append(observer)
+
+    def on_infer(self, event: InferEvent) -> None:
+        for o in self.observers:
+            try:
+                o.on_infer(event)
+            except Exception:
+                log.exception("observer %r failed on an infer event", o)
+
+    def on_batch(self, event: BatchEvent) -> None:
+        for o in self.observers:
+            try:
+                o.on_batch(event)
+            except Exception:
+                log.exception("observer %r failed on a batch event", o)
+
+    def on_cache(self, event: CacheEvent) -> None:
+        for o in self.observers:
+            try:
+                o.on_cache(event)
+            except Exception:
+                log.exception("observer %r failed on a cache event", o)
