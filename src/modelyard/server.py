@@ -14,13 +14,20 @@ import os
 import signal
 import socket
 import sys
-from collections.abc import Generator
+from collections.abc import Awaitable, Generator
+from typing import TYPE_CHECKING
 
 import uvicorn
 
 from modelyard.app import App, build_app
 from modelyard.core.model_cache import CacheKey
+from modelyard.errors import ModelYardError
 from modelyard.settings import Settings
+
+if TYPE_CHECKING:
+    import grpc.aio
+
+    from modelyard.frontends.rest import RestApp
 
 log = logging.getLogger("modelyard.server")
 
@@ -33,14 +40,19 @@ class _UvicornServer(uvicorn.Server):
         yield
 
 
-def bind_socket(host: str, port: int, *, reuse_port: bool = False) -> socket.socket:
+def bind_socket(
+    host: str, port: int, *, reuse_port: bool = False, listen: bool = True
+) -> socket.socket:
+    """Bind the HTTP socket. Without ``listen`` it joins no accept queue until the server
+    starts serving on it (asyncio listens then)."""
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
     sock = socket.socket(family, socket.SOCK_STREAM)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     if reuse_port:
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
     sock.bind((host, port))
-    sock.listen(2048)
+    if listen:
+        sock.listen(2048)
     sock.set_inheritable(True)
     return sock
 
@@ -86,10 +98,10 @@ async def _housekeeping(app: App) -> None:
             log.info("unloaded idle model %s", key)
 
 
-async def serve_async(app: App, http_sock: socket.socket, stop: asyncio.Event) -> int:
-    """Serve until ``stop`` is set, then drain and shut down. Returns the exit code."""
+async def _start_frontends(
+    app: App, rest: RestApp, http_sock: socket.socket
+) -> tuple[_UvicornServer, asyncio.Task[None], grpc.aio.Server | None]:
     settings = app.settings
-    rest = app.rest_app()
     config = uvicorn.Config(
         rest,
         lifespan="off",
@@ -109,40 +121,70 @@ async def serve_async(app: App, http_sock: socket.socket, stop: asyncio.Event) -
         grpc_server, grpc_port = create_grpc_server(app.dataplane, settings)
         await grpc_server.start()
     http_task = asyncio.create_task(http.serve(sockets=[http_sock]))
-    http_port = http_sock.getsockname()[1]
     print(
-        f"modelyard listening http={http_port} grpc={grpc_port} pid={os.getpid()}",
+        f"modelyard listening http={http_sock.getsockname()[1]} grpc={grpc_port} pid={os.getpid()}",
         file=sys.stderr,
         flush=True,
     )
+    return http, http_task, grpc_server
+
+
+async def _until_preloaded(app: App, stop: asyncio.Event) -> bool:
+    """Preload; True when done, False when ``stop`` came first. A failed preload raises."""
+    preload = asyncio.create_task(_preload(app))
+    stopping = asyncio.create_task(stop.wait())
+    done, _ = await asyncio.wait({preload, stopping}, return_when=asyncio.FIRST_COMPLETED)
+    stopping.cancel()
+    if preload not in done:
+        preload.cancel()
+        return False
+    preload.result()
+    return True
+
+
+async def serve_async(
+    app: App, http_sock: socket.socket, stop: asyncio.Event, *, listen_before_ready: bool = True
+) -> int:
+    """Serve until ``stop`` is set, then drain and shut down. Returns the exit code.
+
+    A single server listens at once (live while models load; ready after). A worker under the
+    supervisor listens only once ready, so the kernel never hands it connections it would
+    make wait for a model load while its siblings are warm."""
+    rest = app.rest_app()
+    frontends = None
     housekeeping = asyncio.create_task(_housekeeping(app))
+    code = 0
     try:
-        preload = asyncio.create_task(_preload(app))
-        done, _ = await asyncio.wait(
-            {preload, asyncio.create_task(stop.wait())}, return_when=asyncio.FIRST_COMPLETED
-        )
-        if preload in done:
-            preload.result()  # a failed preload is a failed start
+        if listen_before_ready:
+            frontends = await _start_frontends(app, rest, http_sock)
+        preloaded = await _until_preloaded(app, stop)
+        if preloaded and frontends is None:
+            frontends = await _start_frontends(app, rest, http_sock)
+        if preloaded:
             app.dataplane.set_ready(True)
             print(
                 f"modelyard ready pid={os.getpid()} rss_mib={rss_bytes() / 2**20:.1f}",
                 file=sys.stderr,
                 flush=True,
             )
-        await stop.wait()
+            await stop.wait()
+    except ModelYardError as exc:
+        log.error("startup failed: %s", exc.message)
+        code = 1
     finally:
         log.info("shutting down: draining in-flight requests")
         app.dataplane.start_draining()
         rest.start_draining()  # keep-alive clients get `Connection: close`
         housekeeping.cancel()
-        http.should_exit = True
-        grace = settings.drain_timeout_s
-        stops = [http_task]
-        if grpc_server is not None:
-            stops.append(asyncio.create_task(grpc_server.stop(grace)))
-        await asyncio.gather(*stops, return_exceptions=True)
+        if frontends is not None:
+            http, http_task, grpc_server = frontends
+            http.should_exit = True
+            stops: list[Awaitable[None]] = [http_task]
+            if grpc_server is not None:
+                stops.append(grpc_server.stop(app.settings.drain_timeout_s))
+            await asyncio.gather(*stops, return_exceptions=True)
         await asyncio.to_thread(app.close)
-    return 0
+    return code
 
 
 def run_server(settings: Settings, *, reuse_port: bool = False, worker_index: int = 0) -> int:
@@ -153,7 +195,9 @@ def run_server(settings: Settings, *, reuse_port: bool = False, worker_index: in
         from modelyard.supervisor import Supervisor
 
         return Supervisor(settings).run()
-    http_sock = bind_socket(settings.host, settings.http_port, reuse_port=reuse_port)
+    http_sock = bind_socket(
+        settings.host, settings.http_port, reuse_port=reuse_port, listen=not reuse_port
+    )
     app = build_app(settings)
 
     async def main() -> int:
@@ -161,7 +205,7 @@ def run_server(settings: Settings, *, reuse_port: bool = False, worker_index: in
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, stop.set)
-        return await serve_async(app, http_sock, stop)
+        return await serve_async(app, http_sock, stop, listen_before_ready=not reuse_port)
 
     try:
         import uvloop

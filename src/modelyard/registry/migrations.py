@@ -61,6 +61,101 @@ MIGRATIONS: tuple[Migration, ...] = (
             )""",
         ),
     ),
+    Migration(
+        2,
+        "endpoints (traffic policies)",
+        (
+            # spec: the validated endpoint spec as JSON; revision grows with every apply, so
+            # replicas notice changes by comparing one number.
+            """CREATE TABLE endpoints (
+                name TEXT PRIMARY KEY,
+                spec TEXT NOT NULL,
+                revision BIGINT NOT NULL,
+                created_at DOUBLE PRECISION NOT NULL,
+                updated_at DOUBLE PRECISION NOT NULL
+            )""",
+        ),
+    ),
+    Migration(
+        3,
+        "rollouts, events, per-interval serving stats, leases",
+        (
+            """CREATE TABLE rollouts (
+                endpoint TEXT PRIMARY KEY,
+                state TEXT NOT NULL,
+                updated_at DOUBLE PRECISION NOT NULL
+            )""",
+            # id: a uuid (portable; no per-engine auto-increment). subject: endpoint or model.
+            """CREATE TABLE events (
+                id TEXT PRIMARY KEY,
+                ts DOUBLE PRECISION NOT NULL,
+                kind TEXT NOT NULL,
+                subject TEXT NOT NULL,
+                message TEXT NOT NULL,
+                data TEXT NOT NULL DEFAULT '{}'
+            )""",
+            "CREATE INDEX events_subject_ts ON events (subject, ts)",
+            # One row per replica x interval x (endpoint, route, model, version); stats is JSON
+            # (counts, errors by code, latency histogram, fallbacks, shadow comparisons).
+            """CREATE TABLE serving_stats (
+                replica TEXT NOT NULL,
+                interval_start DOUBLE PRECISION NOT NULL,
+                endpoint TEXT NOT NULL,
+                route TEXT NOT NULL,
+                model TEXT NOT NULL,
+                version BIGINT NOT NULL,
+                stats TEXT NOT NULL,
+                PRIMARY KEY (replica, interval_start, endpoint, route, model, version)
+            )""",
+            "CREATE INDEX serving_stats_interval ON serving_stats (interval_start)",
+            # Named leases with expiry: the controller's leader lock ("controller").
+            """CREATE TABLE leases (
+                name TEXT PRIMARY KEY,
+                holder TEXT NOT NULL,
+                expires_at DOUBLE PRECISION NOT NULL
+            )""",
+        ),
+    ),
+    Migration(
+        4,
+        "drift sketches and reports",
+        (
+            """CREATE TABLE drift_sketches (
+                replica TEXT NOT NULL,
+                interval_start DOUBLE PRECISION NOT NULL,
+                model TEXT NOT NULL,
+                version BIGINT NOT NULL,
+                sketch TEXT NOT NULL,
+                PRIMARY KEY (replica, interval_start, model, version)
+            )""",
+            """CREATE TABLE drift_reports (
+                model TEXT NOT NULL,
+                version BIGINT NOT NULL,
+                computed_at DOUBLE PRECISION NOT NULL,
+                report TEXT NOT NULL,
+                PRIMARY KEY (model, version, computed_at)
+            )""",
+        ),
+    ),
+    Migration(
+        5,
+        "model usage and the registry change counter",
+        (
+            """CREATE TABLE model_usage (
+                model TEXT NOT NULL,
+                version BIGINT NOT NULL,
+                last_request_at DOUBLE PRECISION NOT NULL,
+                requests BIGINT NOT NULL DEFAULT 0,
+                PRIMARY KEY (model, version)
+            )""",
+            # One row; every registry write bumps seq, so watchers poll a single integer.
+            """CREATE TABLE registry_changes (
+                id INTEGER PRIMARY KEY,
+                seq BIGINT NOT NULL
+            )""",
+            "INSERT INTO registry_changes (id, seq) VALUES (1, 0)",
+        ),
+    ),
 )
 
 

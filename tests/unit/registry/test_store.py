@@ -41,26 +41,32 @@ def test_schema_version_is_recorded(registry: Registry, clock: FakeClock) -> Non
 
 
 def test_migrate_applies_only_missing_steps_once(store: SqliteStore) -> None:
-    assert migrate(store) == 1
-    extra = (*MIGRATIONS, Migration(2, "extra table", ("CREATE TABLE extra (id INTEGER)",)))
-    assert migrate(store, extra) == 2
-    assert migrate(store, extra) == 2  # nothing left to do: CREATE TABLE is not re-run
-    assert schema_version(store) == 2
+    assert migrate(store) == len(MIGRATIONS)
+    extra = (
+        *MIGRATIONS,
+        Migration(len(MIGRATIONS) + 1, "extra table", ("CREATE TABLE extra (id INTEGER)",)),
+    )
+    n = len(MIGRATIONS) + 1
+    assert migrate(store, extra) == n
+    assert migrate(store, extra) == n  # nothing left to do: CREATE TABLE is not re-run
+    assert schema_version(store) == n
 
 
 def test_a_migration_step_may_be_code(store: SqliteStore) -> None:
     seen: list[str] = []
-    step = Migration(2, "code", apply=lambda tx: seen.append(tx.dialect))
+    step = Migration(len(MIGRATIONS) + 1, "code", apply=lambda tx: seen.append(tx.dialect))
     migrate(store, (*MIGRATIONS, step))
     assert seen == ["sqlite"]
 
 
 def test_a_failing_migration_rolls_back_entirely(store: SqliteStore) -> None:
     migrate(store)
-    bad = Migration(2, "bad", ("CREATE TABLE t2 (id INTEGER)", "CREATE TABLE oops ("))
+    bad = Migration(
+        len(MIGRATIONS) + 1, "bad", ("CREATE TABLE t2 (id INTEGER)", "CREATE TABLE oops (")
+    )
     with pytest.raises(Exception, match=r"syntax error|incomplete input"):
         migrate(store, (*MIGRATIONS, bad))
-    assert schema_version(store) == 1
+    assert schema_version(store) == len(MIGRATIONS)
     with store.transaction(write=False) as tx:
         names = {r[0] for r in tx.execute("SELECT name FROM sqlite_master").rows}
     assert "t2" not in names
@@ -69,9 +75,11 @@ def test_a_failing_migration_rolls_back_entirely(store: SqliteStore) -> None:
 def test_a_newer_schema_is_refused(tmp_path: Path) -> None:
     Registry(tmp_path / "r").close()
     newer = SqliteStore(tmp_path / "r" / "registry.db")
-    migrate(newer, (*MIGRATIONS, Migration(2, "from the future")))
+    migrate(newer, (*MIGRATIONS, Migration(len(MIGRATIONS) + 1, "from the future")))
     newer.close()
-    with pytest.raises(FailedPreconditionError, match=r"schema version 2, newer .* upgrade"):
+    with pytest.raises(
+        FailedPreconditionError, match=rf"schema version {len(MIGRATIONS) + 1}, newer .* upgrade"
+    ):
         Registry(tmp_path / "r")
 
 
