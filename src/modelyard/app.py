@@ -6,17 +6,21 @@ Nothing else wires components together; frontends, CLI commands and tests get a 
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 from modelyard.core.clock import SYSTEM_CLOCK, Clock
+from modelyard.core.dataplane import DataPlane
 from modelyard.core.model_cache import CacheKey, Loader, ModelCache
+from modelyard.core.observer import Observers
 from modelyard.core.serving import ServingDataPlane
 from modelyard.registry.registry import Registry
 from modelyard.runtime import Runtime, RuntimeOptions
 from modelyard.settings import Settings
 
 if TYPE_CHECKING:
+    from modelyard.frontends.asgi import Route
     from modelyard.frontends.rest import RestApp
 
 
@@ -44,23 +48,41 @@ def make_loader(registry: Registry, options: RuntimeOptions) -> Loader:
     return load
 
 
+BackgroundTask = Callable[[], Awaitable[None]]
+
+
 @dataclass
 class App:
-    """Everything one server process runs, built once."""
+    """Everything one server process runs, built once.
+
+    Features plug in here, in :func:`build_app`, and nowhere else: they add REST ``routes``
+    (mounted next to the V2 routes), ``observers`` (metrics, logs, payload logs, drift), long
+    running ``background`` coroutines (started with the server, cancelled at shutdown),
+    ``closers`` (run at shutdown, in reverse order), and may wrap ``dataplane`` (the API the
+    frontends call, e.g. with traffic policies) around ``serving`` (the model-serving core).
+    """
 
     settings: Settings
     registry: Registry
     cache: ModelCache
-    dataplane: ServingDataPlane
+    serving: ServingDataPlane
+    dataplane: DataPlane
+    observers: Observers
+    clock: Clock = SYSTEM_CLOCK
+    routes: list[Route] = field(default_factory=list)
+    background: list[BackgroundTask] = field(default_factory=list)
+    closers: list[Callable[[], None]] = field(default_factory=list)
 
     def rest_app(self) -> RestApp:
         from modelyard.frontends.rest import create_rest_app
 
-        return create_rest_app(self.dataplane, self.settings)
+        return create_rest_app(self.dataplane, self.settings, extra_routes=self.routes)
 
     def close(self) -> None:
+        for closer in reversed(self.closers):
+            closer()
         self.cache.close()
-        self.dataplane.close()
+        self.serving.close()
         self.registry.close()
 
 
@@ -73,15 +95,33 @@ def build_app(settings: Settings, *, clock: Clock = SYSTEM_CLOCK) -> App:
         failure_ttl_s=settings.load_failure_ttl_s,
         clock=clock,
     )
-    dataplane = ServingDataPlane(
+    observers = Observers()
+    serving = ServingDataPlane(
         registry,
         cache,
         resolve_ttl_s=settings.resolve_ttl_s,
         inference_threads=settings.inference_threads,
         max_tensor_elements=settings.max_tensor_elements,
         clock=clock,
+        observer=observers,
     )
-    return App(settings=settings, registry=registry, cache=cache, dataplane=dataplane)
+    app = App(
+        settings=settings,
+        registry=registry,
+        cache=cache,
+        serving=serving,
+        dataplane=serving,
+        observers=observers,
+        clock=clock,
+    )
+    for install in FEATURES:
+        install(app)
+    return app
+
+
+#: Feature installers, applied in order by :func:`build_app`. Each takes the App and plugs in
+#: (routes, observers, background tasks, a dataplane wrapper). Keep this the only list.
+FEATURES: list[Callable[[App], None]] = []
 
 
 def serve(settings: Settings) -> int:

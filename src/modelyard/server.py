@@ -14,7 +14,7 @@ import os
 import signal
 import socket
 import sys
-from collections.abc import Awaitable, Generator
+from collections.abc import Awaitable, Callable, Generator
 from typing import TYPE_CHECKING
 
 import uvicorn
@@ -87,6 +87,20 @@ async def _preload(app: App) -> None:
         log.info("preloaded %s (version %d)", name, mv.version)
 
 
+async def _run_background(app: App) -> None:
+    """Run the features' background coroutines; one failing is logged, the others go on."""
+
+    async def guarded(task: Callable[[], Awaitable[None]]) -> None:
+        try:
+            await task()
+        except asyncio.CancelledError:
+            raise
+        except Exception:
+            log.exception("background task %r failed", task)
+
+    await asyncio.gather(*(guarded(t) for t in app.background))
+
+
 async def _housekeeping(app: App) -> None:
     ttl = app.settings.idle_unload_s
     if ttl is None:
@@ -153,6 +167,7 @@ async def serve_async(
     rest = app.rest_app()
     frontends = None
     housekeeping = asyncio.create_task(_housekeeping(app))
+    background = asyncio.create_task(_run_background(app))
     code = 0
     try:
         if listen_before_ready:
@@ -161,7 +176,7 @@ async def serve_async(
         if preloaded and frontends is None:
             frontends = await _start_frontends(app, rest, http_sock)
         if preloaded:
-            app.dataplane.set_ready(True)
+            app.serving.set_ready(True)
             print(
                 f"modelyard ready pid={os.getpid()} rss_mib={rss_bytes() / 2**20:.1f}",
                 file=sys.stderr,
@@ -173,9 +188,10 @@ async def serve_async(
         code = 1
     finally:
         log.info("shutting down: draining in-flight requests")
-        app.dataplane.start_draining()
+        app.serving.start_draining()
         rest.start_draining()  # keep-alive clients get `Connection: close`
         housekeeping.cancel()
+        background.cancel()
         if frontends is not None:
             http, http_task, grpc_server = frontends
             http.should_exit = True
