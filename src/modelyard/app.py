@@ -114,14 +114,21 @@ def build_app(settings: Settings, *, clock: Clock = SYSTEM_CLOCK) -> App:
         observers=observers,
         clock=clock,
     )
-    for install in FEATURES:
+    for install in _features():
         install(app)
     return app
 
 
-#: Feature installers, applied in order by :func:`build_app`. Each takes the App and plugs in
-#: (routes, observers, background tasks, a dataplane wrapper). Keep this the only list.
-FEATURES: list[Callable[[App], None]] = []
+def _features() -> list[Callable[[App], None]]:
+    """Feature installers, applied in this order by :func:`build_app`. Each takes the App and
+    plugs in (routes, observers, background tasks, a dataplane wrapper). Keep this the only
+    list: monitoring first (it observes everything), traffic wraps the serving dataplane."""
+    from modelyard.control import wiring as control
+    from modelyard.core import fleet_wiring as fleet
+    from modelyard.monitoring import wiring as monitoring
+    from modelyard.traffic import wiring as traffic
+
+    return [monitoring.install, fleet.install, traffic.install, control.install]
 
 
 def serve(settings: Settings) -> int:

@@ -9,24 +9,27 @@ from __future__ import annotations
 
 import os
 import sys
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
-from datetime import datetime
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any, TypeVar
 
 import click
 import orjson
-import yaml
-from pydantic import ValidationError
 from rich.console import Console
 from rich.table import Table
 from rich.text import Text
 
 from modelyard import __version__
+from modelyard.cli_common import (
+    console,
+    help_for,
+    load_cli_settings,
+    open_registry,
+    registry_option,
+    when,
+)
 from modelyard.errors import InvalidInputError, ModelYardError
-from modelyard.registry.registry import Registry
-from modelyard.settings import ENV_PREFIX, Settings, load_settings
+from modelyard.settings import ENV_PREFIX
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -44,45 +47,6 @@ class _Group(click.Group):
             ctx.exit(1)
 
 
-def _help(field: str, extra: str = "") -> str:
-    """Help text of a flag = the settings field's description (one source of truth)."""
-    info = Settings.model_fields[field]
-    env = f"${ENV_PREFIX}{field.upper()}"
-    return f"{info.description} {extra}[env: {env}; default: {info.default!r}]"
-
-
-def registry_option(func: F) -> F:
-    return click.option("--registry", metavar="URL", default=None, help=_help("registry"))(func)
-
-
-def _load_settings(**flags: Any) -> Settings:
-    try:
-        return load_settings(**flags)
-    except ValidationError as exc:
-        first = exc.errors()[0]
-        field = ".".join(str(part) for part in first["loc"]) or "settings"
-        raise InvalidInputError(f"setting '{field}': {first['msg']}") from exc
-    except (ValueError, OSError, yaml.YAMLError) as exc:
-        raise InvalidInputError(f"settings: {exc}") from exc
-
-
-@contextmanager
-def _open_registry(settings: Settings) -> Iterator[Registry]:
-    registry = Registry.from_settings(settings)
-    try:
-        yield registry
-    finally:
-        registry.close()
-
-
-def _console() -> Console:
-    return Console(highlight=False)
-
-
-def _when(ts: float) -> str:
-    return datetime.fromtimestamp(ts).strftime("%Y-%m-%d %H:%M:%S")
-
-
 @click.group(cls=_Group, context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(__version__, prog_name="modelyard")
 def main() -> None:
@@ -96,12 +60,14 @@ def main() -> None:
 # ---- serve ------------------------------------------------------------------------------------
 @main.command(short_help="Serve the models over HTTP and gRPC.")
 @registry_option
-@click.option("--host", default=None, help=_help("host"))
-@click.option("--http-port", type=int, default=None, help=_help("http_port"))
-@click.option("--grpc-port", type=int, default=None, help=_help("grpc_port"))
-@click.option("--workers", type=int, default=None, help=_help("workers"))
-@click.option("--preload", metavar="A,B", default=None, help=_help("preload", "Comma-separated. "))
-@click.option("--demo", is_flag=True, default=None, help=_help("demo"))
+@click.option("--host", default=None, help=help_for("host"))
+@click.option("--http-port", type=int, default=None, help=help_for("http_port"))
+@click.option("--grpc-port", type=int, default=None, help=help_for("grpc_port"))
+@click.option("--workers", type=int, default=None, help=help_for("workers"))
+@click.option(
+    "--preload", metavar="A,B", default=None, help=help_for("preload", "Comma-separated. ")
+)
+@click.option("--demo", is_flag=True, default=None, help=help_for("demo"))
 @click.option(
     "--config",
     type=click.Path(exists=True, dir_okay=False, path_type=Path),
@@ -122,7 +88,7 @@ def serve(
     if config is not None:
         # settings.py reads the file named by this variable; worker processes inherit it.
         os.environ[f"{ENV_PREFIX}CONFIG"] = str(config)
-    settings = _load_settings(
+    settings = load_cli_settings(
         registry=registry,
         host=host,
         http_port=http_port,
@@ -172,8 +138,8 @@ def push(
     """Push a model file (.onnx, .skops, ...) or a directory with a modelyard.json as a new
     version of NAME; prints the new version, e.g. fraud:3."""
     meta = _parse_metadata(metadata)
-    settings = _load_settings(registry=registry)
-    with _open_registry(settings) as reg:
+    settings = load_cli_settings(registry=registry)
+    with open_registry(settings) as reg:
         version = reg.push(
             path,
             name=name,
@@ -188,8 +154,8 @@ def push(
 @registry_option
 def models(registry: str | None) -> None:
     """List the models: name, latest version, aliases, created."""
-    settings = _load_settings(registry=registry)
-    with _open_registry(settings) as reg:
+    settings = load_cli_settings(registry=registry)
+    with open_registry(settings) as reg:
         infos = reg.list_models()
     table = Table(title=f"models in {settings.registry}")
     table.add_column("name", overflow="fold")
@@ -199,8 +165,8 @@ def models(registry: str | None) -> None:
     for info in infos:
         aliases = ", ".join(f"{a}={v}" for a, v in sorted(info.aliases.items()))
         latest = "-" if info.latest_version is None else str(info.latest_version)
-        table.add_row(info.name, latest, aliases, _when(info.created_at))
-    _console().print(table)
+        table.add_row(info.name, latest, aliases, when(info.created_at))
+    console().print(table)
 
 
 @main.command(short_help="List the versions of a model.")
@@ -208,8 +174,8 @@ def models(registry: str | None) -> None:
 @registry_option
 def versions(name: str, registry: str | None) -> None:
     """List the versions of model NAME: version, aliases, runtime, size, created, metadata."""
-    settings = _load_settings(registry=registry)
-    with _open_registry(settings) as reg:
+    settings = load_cli_settings(registry=registry)
+    with open_registry(settings) as reg:
         rows = reg.list_versions(name)
     table = Table("version", "aliases", "runtime", "bytes", title=name)
     table.add_column("created", no_wrap=True)
@@ -221,10 +187,10 @@ def versions(name: str, registry: str | None) -> None:
             ", ".join(mv.aliases),
             mv.manifest.runtime,
             str(mv.manifest.total_bytes()),
-            _when(mv.created_at),
+            when(mv.created_at),
             meta if len(meta) <= 200 else meta[:197] + "...",
         )
-    _console().print(table)
+    console().print(table)
 
 
 @main.command(short_help="Create or move an alias.")
@@ -234,8 +200,8 @@ def versions(name: str, registry: str | None) -> None:
 @registry_option
 def alias(name: str, version: int, alias: str, registry: str | None) -> None:
     """Point ALIAS of model NAME at VERSION (one atomic write; creates or moves the alias)."""
-    settings = _load_settings(registry=registry)
-    with _open_registry(settings) as reg:
+    settings = load_cli_settings(registry=registry)
+    with open_registry(settings) as reg:
         reg.set_alias(name, alias, version)
     click.echo(f"{name}@{alias} -> {name}:{version}")
 
@@ -273,8 +239,8 @@ def predict(model: str, input_: str, registry: str | None) -> None:
 
     name, ref = cli_predict.parse_model_ref(model)
     payload = cli_predict.read_payload(_input_text(input_))
-    settings = _load_settings(registry=registry)
-    with _open_registry(settings) as reg:
+    settings = load_cli_settings(registry=registry)
+    with open_registry(settings) as reg:
         version = reg.resolve(name, ref)
         runtime = cli_predict.load_runtime(reg, version, settings)
         try:
@@ -282,3 +248,15 @@ def predict(model: str, input_: str, registry: str | None) -> None:
         finally:
             runtime.unload()
     click.echo(cli_predict.outputs_to_json(outputs))
+
+
+# ---- feature command modules ------------------------------------------------------------------
+# Each module adds its commands to the group; keep this the only list.
+def _register_features() -> None:
+    from modelyard import cli_fleet, cli_jobs, cli_monitoring, cli_traffic
+
+    for module in (cli_fleet, cli_jobs, cli_monitoring, cli_traffic):
+        module.register(main)
+
+
+_register_features()

@@ -1,0 +1,1 @@
+"""ModelYard jobs: the same models offline (batch, stream, materialised predictions)."""

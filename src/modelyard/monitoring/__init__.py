@@ -1,0 +1,1 @@
+"""ModelYard monitoring."""
