@@ -107,10 +107,82 @@ class Settings(BaseSettings):
         default=("CPUExecutionProvider",), description="ONNX Runtime execution providers, in order."
     )
 
-    # ---- logging ------------------------------------------------------------------------------
-    log_level: str = Field(default="info", description="Root log level.")
+    # ---- replicas and intervals ---------------------------------------------------------------
+    replica_id: str | None = Field(
+        default=None,
+        description="Name of this server process in per-interval stats (default: host-pid).",
+    )
+    stats_interval_s: float = Field(
+        default=10.0, gt=0, description="Length of a stats interval written to the registry."
+    )
+    watch_interval_s: float = Field(
+        default=2.0, gt=0, description="How often servers poll the registry for changes."
+    )
+    use_pg_notify: bool = Field(
+        default=True, description="On PostgreSQL, also wake watchers with LISTEN/NOTIFY."
+    )
 
-    @field_validator("preload", "onnx_providers", mode="before")
+    # ---- fleet (many models per box) ----------------------------------------------------------
+    local_cache_bytes: int = Field(
+        default=20 * 1024**3, ge=0, description="Byte budget of the local disk artifact cache."
+    )
+
+    # ---- traffic ------------------------------------------------------------------------------
+    controller: bool = Field(
+        default=True,
+        description="Take part in controller election (one active controller per registry).",
+    )
+    controller_interval_s: float = Field(
+        default=5.0, gt=0, description="How often the controller evaluates rollouts."
+    )
+    shadow_max_concurrency: int = Field(
+        default=8, ge=0, description="Shadow requests in flight per process; more are dropped."
+    )
+
+    # ---- observability ------------------------------------------------------------------------
+    log_level: str = Field(default="info", description="Root log level.")
+    log_levels: dict[str, str] = Field(
+        default_factory=dict,
+        description="Per-component log levels, e.g. {'modelyard.batcher': 'debug'}.",
+    )
+    log_format: str = Field(
+        default="json", pattern="^(json|text)$", description="Log line format: json or text."
+    )
+    access_log_sample: float = Field(
+        default=1.0, ge=0, le=1, description="Fraction of requests written to the access log."
+    )
+    metrics: bool = Field(default=True, description="Serve Prometheus metrics on /metrics.")
+    metrics_dir: str | None = Field(
+        default=None,
+        description="prometheus-client multiprocess directory (set by the supervisor for "
+        "--workers N; default: a fresh temporary directory).",
+    )
+    tracing: bool = Field(default=False, description="Emit OpenTelemetry traces.")
+    otlp_endpoint: str | None = Field(
+        default=None, description="OTLP/HTTP traces endpoint, e.g. http://collector:4318."
+    )
+    payload_log: str | None = Field(
+        default=None,
+        description="Where sampled request/response pairs go: a directory (JSONL or Parquet "
+        "files) or redis://host:port/db (a Redis stream). None = off.",
+    )
+    payload_log_format: str = Field(
+        default="jsonl", pattern="^(jsonl|parquet)$", description="File format of payload logs."
+    )
+    payload_log_rate: float = Field(
+        default=0.0, ge=0, le=1, description="Default fraction of requests payload-logged."
+    )
+    payload_log_redact: Annotated[tuple[str, ...], NoDecode] = Field(
+        default=(), description="Input/output names never written to payload logs."
+    )
+    payload_log_queue: int = Field(
+        default=10_000, ge=1, description="Payload-log queue size; when full, drop and count."
+    )
+    drift_interval_s: float = Field(
+        default=60.0, gt=0, description="How often the controller computes drift reports."
+    )
+
+    @field_validator("preload", "onnx_providers", "payload_log_redact", mode="before")
     @classmethod
     def _comma_list(cls, value: Any) -> Any:
         """Lists may be given as ``a,b`` (env vars, flags) as well as YAML/JSON lists."""
