@@ -105,6 +105,11 @@ class Registry:
 
     # ---- properties ---------------------------------------------------------------------------
     @property
+    def clock(self) -> Clock:
+        """The clock this registry stamps rows with (wall time is shared across hosts)."""
+        return self._clock
+
+    @property
     def store(self) -> Store:
         """The SQL store, for components that keep their own tables in the registry database."""
         return self._store
