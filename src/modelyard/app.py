@@ -72,6 +72,8 @@ class App:
     routes: list[Route] = field(default_factory=list)
     background: list[BackgroundTask] = field(default_factory=list)
     closers: list[Callable[[], None]] = field(default_factory=list)
+    #: Objects features share with each other (e.g. "traffic": the TrafficDataPlane).
+    extras: dict[str, object] = field(default_factory=dict)
 
     def rest_app(self) -> RestApp:
         from modelyard.frontends.rest import create_rest_app
