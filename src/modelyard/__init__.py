@@ -25,6 +25,7 @@ __all__ = [
     "Signature",
     "TensorSpec",
     "__version__",
+    "load",
 ]
 
 _LAZY = {
@@ -40,9 +41,11 @@ _LAZY = {
     "PythonModel": "modelyard.runtimes.python",
     "Runtime": "modelyard.runtime",
     "Settings": "modelyard.settings",
+    "load": "modelyard.embedded",
 }
 
 if TYPE_CHECKING:
+    from modelyard.embedded import load
     from modelyard.errors import ModelYardError
     from modelyard.manifest import Manifest
     from modelyard.registry.registry import ModelVersion, Registry

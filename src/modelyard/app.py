@@ -34,13 +34,23 @@ def runtime_options(settings: Settings) -> RuntimeOptions:
     )
 
 
-def make_loader(registry: Registry, options: RuntimeOptions) -> Loader:
-    """The model cache's loader: resolve -> fetch (checksums verified) -> construct -> load."""
+def make_loader(
+    registry: Registry,
+    options: RuntimeOptions,
+    *,
+    fetch_seconds: dict[CacheKey, float] | None = None,
+    clock: Clock = SYSTEM_CLOCK,
+) -> Loader:
+    """The model cache's loader: resolve -> fetch (checksums verified) -> construct -> load.
+    ``fetch_seconds`` receives each version's last fetch time (for cold-start timings)."""
     from modelyard.runtimes import get_runtime_class
 
     def load(key: CacheKey) -> Runtime:
         mv = registry.get_version(key.model, key.version)
+        started = clock.monotonic()
         path = registry.fetch(mv)
+        if fetch_seconds is not None:
+            fetch_seconds[key] = clock.monotonic() - started
         runtime = get_runtime_class(mv.manifest.runtime)(path, mv.manifest, options)
         runtime.load()
         return runtime
@@ -88,10 +98,13 @@ class App:
         self.registry.close()
 
 
-def build_app(settings: Settings, *, clock: Clock = SYSTEM_CLOCK) -> App:
+def build_app(settings: Settings, *, clock: Clock = SYSTEM_CLOCK, features: bool = True) -> App:
+    """Build every component once. ``features=False`` builds only the serving core (registry,
+    model cache, serving dataplane), for embedded use and offline jobs in someone else's process."""
     registry = Registry.from_settings(settings)
+    fetch_seconds: dict[CacheKey, float] = {}
     cache = ModelCache(
-        make_loader(registry, runtime_options(settings)),
+        make_loader(registry, runtime_options(settings), fetch_seconds=fetch_seconds, clock=clock),
         budget_bytes=settings.cache_bytes,
         idle_ttl_s=settings.idle_unload_s,
         failure_ttl_s=settings.load_failure_ttl_s,
@@ -103,6 +116,7 @@ def build_app(settings: Settings, *, clock: Clock = SYSTEM_CLOCK) -> App:
         cache,
         resolve_ttl_s=settings.resolve_ttl_s,
         inference_threads=settings.inference_threads,
+        inline_predict_s=settings.inline_predict_us / 1e6,
         max_tensor_elements=settings.max_tensor_elements,
         clock=clock,
         observer=observers,
@@ -115,8 +129,9 @@ def build_app(settings: Settings, *, clock: Clock = SYSTEM_CLOCK) -> App:
         dataplane=serving,
         observers=observers,
         clock=clock,
+        extras={"fetch_seconds": fetch_seconds},
     )
-    for install in _features():
+    for install in _features() if features else []:
         install(app)
     return app
 

@@ -4,6 +4,184 @@ from __future__ import annotations
 
 import click
 
+from modelyard.cli_common import load_cli_settings, registry_option
+from modelyard.errors import InvalidInputError
+from modelyard.settings import Settings
+
 
 def register(group: click.Group) -> None:
     """Add this module's commands to the ``modelyard`` group."""
+    group.add_command(batch)
+
+
+# ---- batch ------------------------------------------------------------------------------------
+def _column_list(text: str | None, flag: str) -> tuple[str, ...]:
+    if text is None:
+        return ()
+    names = tuple(part.strip() for part in text.split(","))
+    if not all(names):
+        raise InvalidInputError(f"{flag} {text!r}: empty column name")
+    return names
+
+
+def _columns_option(values: tuple[str, ...]) -> dict[str, tuple[str, ...]]:
+    """``--columns a,b,c`` (the model's one matrix input) or ``--columns INPUT:a,b`` (repeat)."""
+    out: dict[str, tuple[str, ...]] = {}
+    for value in values:
+        name, sep, rest = value.partition(":")
+        target, cols = (name.strip(), rest) if sep else ("", value)
+        if target in out:
+            raise InvalidInputError(f"--columns names input '{target or 'the matrix input'}' twice")
+        out[target] = _column_list(cols, "--columns")
+    return out
+
+
+@click.command(short_help="Score a table of rows (Parquet/CSV) into an output directory.")
+@click.argument("model", metavar="NAME[@ALIAS|:VERSION]")
+@click.option(
+    "--input",
+    "input_",
+    metavar="PATH_OR_URL",
+    required=True,
+    help="A Parquet or CSV file, or a directory of them (local, file://, s3://).",
+)
+@click.option(
+    "--output",
+    metavar="PATH_OR_URL",
+    required=True,
+    help="Output directory: one file per input part plus the job manifest.",
+)
+@click.option(
+    "--key",
+    metavar="COLUMNS",
+    default=None,
+    help="Comma-separated columns copied to the output to identify rows. "
+    "Without it, the output gets _source (input file) and _row (row in that file).",
+)
+@click.option(
+    "--columns",
+    "columns",
+    metavar="[INPUT:]COLUMNS",
+    multiple=True,
+    help="Columns that feed a model input, in order (repeat per input). Default: the "
+    "version's feature_names, a column named like the input, or the first numeric "
+    "non-key columns.",
+)
+@click.option(
+    "--outputs",
+    metavar="NAMES",
+    default=None,
+    help="Comma-separated model outputs to write (default: all).",
+)
+@click.option(
+    "--batch-rows",
+    type=int,
+    default=65_536,
+    show_default=True,
+    help="Rows per inference call (memory grows with it).",
+)
+@click.option(
+    "--part-rows",
+    type=int,
+    default=1_000_000,
+    show_default=True,
+    help="Rows per output part, the unit of resumption (whole Parquet row groups).",
+)
+@click.option(
+    "--output-format", type=click.Choice(["parquet", "csv"]), default="parquet", show_default=True
+)
+@click.option(
+    "--in-flight",
+    type=int,
+    default=2,
+    show_default=True,
+    help="Batches scored at once (overlaps reading, inference and writing).",
+)
+@click.option(
+    "--restart",
+    is_flag=True,
+    help="Discard the parts a previous run left in --output and start over.",
+)
+@click.option(
+    "--url",
+    metavar="SERVER",
+    default=None,
+    help="Score through a ModelYard server (e.g. http://host:8080) instead of in this process.",
+)
+@click.option(
+    "--progress/--no-progress",
+    "show_bar",
+    default=None,
+    help="Draw a progress bar (default: when stderr is a terminal).",
+)
+@registry_option
+def batch(
+    model: str,
+    input_: str,
+    output: str,
+    key: str | None,
+    columns: tuple[str, ...],
+    outputs: str | None,
+    batch_rows: int,
+    part_rows: int,
+    output_format: str,
+    in_flight: int,
+    restart: bool,
+    url: str | None,
+    show_bar: bool | None,
+    registry: str | None,
+) -> None:
+    """Score every row of --input with MODEL and write the predictions, with the key columns,
+    to --output. Rerunning the same command after a crash resumes: finished parts are skipped,
+    so every row ends up in the output exactly once. A rerun whose model reference now
+    resolves to another version is refused (write to a new --output, or pass --restart).
+    """
+    from modelyard.cli_predict import parse_model_ref
+    from modelyard.jobs.batch import BatchJob, run_batch
+    from modelyard.jobs.progress import RichProgress
+    from modelyard.jobs.scoring import LocalScorer, RemoteScorer, Scorer
+
+    name, ref = parse_model_ref(model)
+    settings = load_cli_settings(registry=registry)
+    job = BatchJob(
+        input=input_,
+        output=output,
+        keys=_column_list(key, "--key"),
+        columns=_columns_option(columns),
+        outputs=_column_list(outputs, "--outputs") or None,
+        batch_rows=batch_rows,
+        part_rows=part_rows,
+        output_format=output_format,
+        in_flight=in_flight,
+        restart=restart,
+        storage_options=storage_options(settings),
+    )
+    scorer: Scorer = (
+        RemoteScorer(url, name, ref, concurrency=in_flight)
+        if url
+        else LocalScorer(settings, name, ref)
+    )
+    try:
+        result = run_batch(job, scorer, progress=RichProgress(bar=show_bar))
+    finally:
+        scorer.close()
+    rate = result.rows_scored / result.seconds if result.seconds > 0 else 0.0
+    click.echo(
+        f"{result.model}:{result.version}: scored {result.rows_scored:,} rows in "
+        f"{result.parts - result.parts_skipped} parts ({result.parts_skipped} already done) "
+        f"in {result.seconds:.1f} s ({rate:,.0f} rows/s); {result.rows_total:,} rows in "
+        f"{result.output}"
+    )
+
+
+def storage_options(settings: Settings) -> dict[str, object]:
+    """fsspec options for s3:// inputs and outputs, from the same settings as the registry's
+    artifact store (endpoint, key, secret); empty means the AWS default chain."""
+    options: dict[str, object] = {}
+    if settings.s3_endpoint_url:
+        options["client_kwargs"] = {"endpoint_url": settings.s3_endpoint_url}
+    if settings.s3_key:
+        options["key"] = settings.s3_key
+    if settings.s3_secret:
+        options["secret"] = settings.s3_secret
+    return options

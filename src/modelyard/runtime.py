@@ -15,7 +15,7 @@ Third-party runtimes subclass :class:`Runtime` and register with
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from collections.abc import Mapping
+from collections.abc import Hashable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, ClassVar
@@ -100,6 +100,13 @@ class Runtime(ABC):
                     decoded[:] = flat
                     inputs[name] = decoded.reshape(arr.shape)
         self.predict(inputs)
+
+    def batch_bucket(self, inputs: Mapping[str, Array]) -> Hashable | None:
+        """Which batch a request may join: the batcher only puts requests with equal buckets
+        in one batch (e.g. a token-length bucket, so short texts are not padded to long ones).
+        None (the default) = any batch. Called on the event loop for every batched request,
+        before ``predict``: keep it cheap. May raise InvalidInputError to reject a request."""
+        return None
 
     def unload(self) -> None:  # noqa: B027 - an optional hook; most engines free on GC
         """Drop engine resources. The instance is not used afterwards."""

@@ -66,12 +66,11 @@ def rss_bytes() -> int:
         return 0
 
 
-def configure_logging(level: str) -> None:
-    logging.basicConfig(
-        level=level.upper(),
-        stream=sys.stderr,
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-    )
+def configure_logging(settings: Settings) -> None:
+    """Structured (JSON or text) log lines on stderr; see :mod:`modelyard.monitoring.logs`."""
+    from modelyard.monitoring.logs import configure_logging as configure
+
+    configure(settings)
 
 
 async def _preload(app: App) -> None:
@@ -119,7 +118,8 @@ async def _start_frontends(
     config = uvicorn.Config(
         rest,
         lifespan="off",
-        log_level="warning",
+        log_config=None,  # uvicorn's loggers go through configure_logging's handler
+        log_level=None,
         access_log=False,
         timeout_graceful_shutdown=int(max(settings.drain_timeout_s, 1)),
         limit_concurrency=None,
@@ -206,7 +206,7 @@ async def serve_async(
 def run_server(settings: Settings, *, reuse_port: bool = False, worker_index: int = 0) -> int:
     """Run one server process (or, with ``workers > 1``, the supervisor of N of them).
     ``worker_index`` is this process's slot under a supervisor (0 when alone)."""
-    configure_logging(settings.log_level)
+    configure_logging(settings)
     if settings.workers > 1:
         from modelyard.supervisor import Supervisor
 

@@ -89,6 +89,12 @@ class Settings(BaseSettings):
     resolve_ttl_s: float = Field(
         default=1.0, ge=0, description="How long a name->version resolution is reused."
     )
+    inline_predict_us: float = Field(
+        default=500.0,
+        ge=0,
+        description="Predictions whose recent duration is below this run on the event loop, "
+        "skipping the hop to an inference thread (0 = always use the threads).",
+    )
     inference_threads: int = Field(
         default=4, ge=1, description="Threads that run blocking inference."
     )
@@ -126,6 +132,11 @@ class Settings(BaseSettings):
     local_cache_bytes: int = Field(
         default=20 * 1024**3, ge=0, description="Byte budget of the local disk artifact cache."
     )
+    memory_trim: bool = Field(
+        default=True,
+        description="Give memory freed by unloaded models back to the OS (glibc: fixed mmap "
+        "threshold, malloc_trim after unloads), so the server's RSS follows the model cache.",
+    )
 
     # ---- traffic ------------------------------------------------------------------------------
     controller: bool = Field(
@@ -157,6 +168,12 @@ class Settings(BaseSettings):
         description="prometheus-client multiprocess directory (set by the supervisor for "
         "--workers N; default: a fresh temporary directory).",
     )
+    metrics_max_label_values: int = Field(
+        default=200,
+        ge=1,
+        description="Distinct values one metric label (endpoint, model, version, route) keeps "
+        "per process; later values are exported as '_other'.",
+    )
     tracing: bool = Field(default=False, description="Emit OpenTelemetry traces.")
     otlp_endpoint: str | None = Field(
         default=None, description="OTLP/HTTP traces endpoint, e.g. http://collector:4318."
@@ -180,6 +197,34 @@ class Settings(BaseSettings):
     )
     drift_interval_s: float = Field(
         default=60.0, gt=0, description="How often the controller computes drift reports."
+    )
+    payload_log_rates: dict[str, Annotated[float, Field(ge=0, le=1)]] = Field(
+        default_factory=dict,
+        description="Payload-log rates per endpoint or model name, overriding payload_log_rate "
+        '(JSON in the env var, e.g. {"fraud": 0.5}).',
+    )
+    payload_log_max_bytes: int = Field(
+        default=64 * 1024**2, ge=1024, description="Rotate a payload-log file at this size."
+    )
+    payload_log_rotate_s: float = Field(
+        default=3600.0, gt=0, description="Rotate a payload-log file after this many seconds."
+    )
+    drift_queue: int = Field(
+        default=10_000, ge=1, description="Drift-sketch queue size; when full, drop and count."
+    )
+    drift_window_s: float | None = Field(
+        default=None,
+        gt=0,
+        description="Serving data one drift report covers (default: drift_interval_s).",
+    )
+    drift_psi_alarm: float = Field(
+        default=0.2, gt=0, description="PSI above which a feature is in drift alarm (warn: half)."
+    )
+    drift_ks_alarm: float = Field(
+        default=0.2, gt=0, le=1, description="Binned KS statistic above which a feature alarms."
+    )
+    drift_min_rows: int = Field(
+        default=200, ge=1, description="Rows a feature needs in a window before drift is judged."
     )
 
     @field_validator("preload", "onnx_providers", "payload_log_redact", mode="before")

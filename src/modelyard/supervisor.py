@@ -20,6 +20,7 @@ import threading
 from dataclasses import dataclass
 from typing import Any
 
+from modelyard.monitoring import multiproc
 from modelyard.settings import Settings
 
 log = logging.getLogger("modelyard.supervisor")
@@ -43,6 +44,8 @@ def threads_per_worker(workers: int, cpus: int | None = None) -> int:
 
 
 def _worker_main(settings_data: dict[str, Any], index: int) -> None:
+    if settings_data.get("metrics") and settings_data.get("metrics_dir"):
+        multiproc.enable(settings_data["metrics_dir"])  # before prometheus_client is imported
     from modelyard.server import run_server
 
     os.environ["MODELYARD_WORKER_INDEX"] = str(index)
@@ -82,6 +85,10 @@ class Supervisor:
         data = s.model_dump()
         data.update(http_port=http_port, grpc_port=grpc_port, onnx_intra_op_threads=threads)
         data["workers"] = 1
+        metrics_dir, owned_dir = None, False
+        if s.metrics:  # one fresh prometheus multiprocess directory for all workers
+            metrics_dir, owned_dir = multiproc.prepare_dir(s.metrics_dir)
+            data["metrics_dir"] = metrics_dir
         signal.signal(signal.SIGTERM, lambda *_: self._stop.set())
         signal.signal(signal.SIGINT, lambda *_: self._stop.set())
         print(
@@ -101,12 +108,16 @@ class Supervisor:
                             slot.process.exitcode,
                         )
                         slot.restarts += 1
+                        if metrics_dir is not None and slot.process.pid is not None:
+                            multiproc.mark_dead(slot.process.pid, metrics_dir)
                         slot.process = self._spawn(slot.index, data)
         finally:
             code = self._shutdown()
             http_res.close()
             if grpc_res is not None:
                 grpc_res.close()
+            if owned_dir and metrics_dir is not None:
+                multiproc.remove_dir(metrics_dir)
         return code
 
     def _shutdown(self) -> int:

@@ -21,6 +21,7 @@ PUBLIC = [
     "Signature",
     "TensorSpec",
     "__version__",
+    "load",
 ]
 
 

@@ -1,13 +1,81 @@
-"""Plugs the controller: rollouts, stats aggregation, leader lock
-into a server :class:`~modelyard.app.App` (listed in ``app._features``)."""
+"""Plugs serving stats, shadows, the rollout view and the controller into a server
+:class:`~modelyard.app.App` (listed in ``app._features``, after the traffic layer).
+
+* a :class:`~modelyard.traffic.stats.StatsCollector` observes every request; a background task
+  writes its intervals to the registry (and a closer writes the last, partial one at shutdown);
+* a :class:`~modelyard.control.rollout_view.RegistryRolloutView` and a
+  :class:`~modelyard.traffic.shadow.ShadowRunner` are handed to the traffic layer: published in
+  ``app.extras`` (``"rollout_view"``, ``"shadows"``, ``"stats"``) and set on the traffic
+  dataplane (``app.extras["traffic"]``) when it has ``rollout_view`` / ``shadows`` attributes;
+* with ``settings.controller``, the controller loop runs as a background task (it acts only
+  while it holds the registry's controller lease) and gives the lease up at shutdown.
+"""
 
 from __future__ import annotations
 
+import logging
 from typing import TYPE_CHECKING
+
+from modelyard.control.controller import Controller
+from modelyard.control.rollout_view import RegistryRolloutView
+from modelyard.traffic.shadow import ShadowRunner
+from modelyard.traffic.stats import StatsCollector, replica_name
+from modelyard.traffic.stats_store import StatsWriter
 
 if TYPE_CHECKING:
     from modelyard.app import App
 
+log = logging.getLogger("modelyard.controller")
+
 
 def install(app: App) -> None:
-    """Add routes, observers, background tasks or a dataplane wrapper to ``app``."""
+    """Add the stats observer, shadows, rollout view and controller to ``app``."""
+    settings = app.settings
+    replica = replica_name(settings)
+    collector = StatsCollector(
+        interval_s=settings.stats_interval_s, replica=replica, clock=app.clock
+    )
+    app.observers.add(collector)
+    writer = StatsWriter(app.registry, collector, clock=app.clock)
+    app.background.append(writer.run)
+
+    def final_flush() -> None:
+        try:
+            writer.flush(everything=True)
+        except Exception as exc:
+            log.warning("writing the last serving stats failed: %s", exc)
+
+    app.closers.append(final_flush)
+
+    view = RegistryRolloutView(app.registry, refresh_s=settings.watch_interval_s)
+    app.background.append(view.run)
+    resolver = app.serving.resolver
+
+    def resolve_cached(model: str, ref: str | None) -> int | None:
+        found = resolver.cached(model, ref)
+        return None if found is None else found.version
+
+    shadows = ShadowRunner(
+        app.serving,
+        collector,
+        max_concurrency=settings.shadow_max_concurrency,
+        clock=app.clock,
+        resolve_cached=resolve_cached,
+    )
+    app.extras.update(stats=collector, rollout_view=view, shadows=shadows)
+    traffic = app.extras.get("traffic")
+    for name, hook in (("rollout_view", view), ("shadows", shadows)):
+        if traffic is not None and hasattr(traffic, name):
+            setattr(traffic, name, hook)
+
+    if settings.controller:
+        controller = Controller(
+            app.registry,
+            holder=replica,
+            interval_s=settings.controller_interval_s,
+            stats_interval_s=settings.stats_interval_s,
+            on_change=view.refresh,
+        )
+        app.extras["controller"] = controller
+        app.background.append(controller.run)
+        app.closers.append(controller.release)

@@ -1,4 +1,5 @@
-"""Pure decisions of the dynamic batcher: when to flush, what to take, whom to shed.
+"""Pure decisions of the dynamic batcher: when to flush, what to take, whom to shed, and which
+length bucket a variable-length request falls in.
 
 No event loop, no threads: the mechanism in ``batcher.py`` feeds these functions the facts and does
 what they say. Tested with tables of cases.
@@ -6,7 +7,7 @@ what they say. Tested with tables of cases.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Hashable, Sequence
 from dataclasses import dataclass
 
 
@@ -69,3 +70,54 @@ def must_shed(*, now: float, deadline: float | None, expected_latency_s: float) 
 def ewma(previous: float | None, sample: float, alpha: float = 0.2) -> float:
     """Exponentially weighted moving average of batch latency (the shedding estimate)."""
     return sample if previous is None else (1 - alpha) * previous + alpha * sample
+
+
+def pick_batch(rows: Sequence[int], keys: Sequence[Hashable], max_batch_size: int) -> list[int]:
+    """Queue positions of the requests that form the next batch.
+
+    The head request is always taken (even when it alone exceeds the limit), then later requests
+    whose key equals the head's (same trailing shapes, dtypes and length bucket), in queue order,
+    until the next one would overflow ``max_batch_size``. Requests of other keys are skipped
+    rather than ending the batch, so a mix of lengths in the queue does not cut every batch short;
+    they keep their place and lead a later batch.
+    """
+    if not rows:
+        return []
+    head = keys[0]
+    total = rows[0]
+    taken = [0]
+    for i in range(1, len(rows)):
+        if keys[i] != head:
+            continue
+        if total + rows[i] > max_batch_size:
+            break
+        total += rows[i]
+        taken.append(i)
+    return taken
+
+
+def length_bucket(tokens: int, *, smallest: int = 8, largest: int | None = None) -> int:
+    """The length bucket of a sequence of ``tokens`` tokens: the next power of two, at least
+    ``smallest`` and at most ``largest`` (the truncation length).
+
+    Sequences in one bucket differ at most twofold in length, so a batch padded to its longest
+    row is at least about half real tokens, while there are few enough buckets (log2 of the
+    maximum length) that batches still fill under load.
+    """
+    if tokens <= smallest:
+        bucket = smallest
+    else:
+        bucket = 1 << (tokens - 1).bit_length()
+    return bucket if largest is None else min(bucket, largest)
+
+
+def padding_efficiency(real_tokens: int, padded_tokens: int) -> float:
+    """Real tokens / padded tokens (1.0 before anything ran): the share of work not wasted."""
+    return real_tokens / padded_tokens if padded_tokens else 1.0
+
+
+def run_inline(recent_s: float | None, threshold_s: float) -> bool:
+    """Run a prediction directly on the event loop (no thread hop) when its recent duration is
+    known and below ``threshold_s``. A thread hop costs tens of microseconds of wake-ups, more
+    than a small model's whole prediction; a slow model must not stall the loop."""
+    return recent_s is not None and threshold_s > 0 and recent_s < threshold_s

@@ -4,27 +4,34 @@ Requests are merged along the first (batch) axis and the outputs split back by r
 Decisions come from :mod:`modelyard.core.batch_policy`; this module only moves data and futures.
 While a batch runs, new requests queue up, so under load batches grow by themselves even with
 ``max_wait_s = 0`` (no added latency when idle).
+
+Only requests with the same group key share a batch: same input names, dtypes and trailing shapes,
+plus an optional *bucket* from the runtime (e.g. a token-length bucket, so that short sentences
+are not padded to the length of a long one).
 """
 
 from __future__ import annotations
 
 import asyncio
 import concurrent.futures
+import contextvars
 import logging
 from collections import deque
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Hashable, Mapping
 from dataclasses import dataclass, field
 
 import numpy as np
 
-from modelyard.core.batch_policy import BatchConfig, decide_flush, ewma, must_shed, take_rows
+from modelyard.core.batch_policy import BatchConfig, decide_flush, ewma, must_shed, pick_batch
 from modelyard.core.clock import SYSTEM_CLOCK, Clock
+from modelyard.core.observer import BatchEvent
 from modelyard.errors import InferenceError, InvalidInputError, ModelYardError, UnavailableError
 from modelyard.types import Array
 
 log = logging.getLogger("modelyard.batcher")
 
 PredictFn = Callable[[Mapping[str, Array]], dict[str, Array]]
+BucketFn = Callable[[Mapping[str, Array]], Hashable | None]
 
 
 @dataclass(slots=True)
@@ -72,8 +79,16 @@ class Batcher:
         executor: concurrent.futures.Executor,
         clock: Clock = SYSTEM_CLOCK,
         name: str = "",
+        bucket: BucketFn | None = None,
+        on_batch: Callable[[BatchEvent], None] | None = None,
+        model: str = "",
+        version: str = "",
     ) -> None:
+        """``on_batch`` is told about every executed batch (as ``model``, ``version``)."""
         self._predict = predict
+        self._bucket = bucket
+        self._on_batch = on_batch
+        self._labels = (model, version)
         self.config = config
         self._executor = executor
         self._clock = clock
@@ -96,7 +111,7 @@ class Batcher:
         pending = _Pending(
             inputs,
             rows,
-            _group_key(inputs),
+            self._key(inputs),
             loop.create_future(),
             self._clock.monotonic(),
             deadline,
@@ -106,6 +121,20 @@ class Batcher:
         self.stats.requests += 1
         self._maybe_flush()
         return await pending.future
+
+    def _key(self, inputs: Mapping[str, Array]) -> tuple[object, ...]:
+        key = _group_key(inputs)
+        if self._bucket is None:
+            return key
+        try:
+            bucket = self._bucket(inputs)
+        except ModelYardError:
+            raise  # bad input (e.g. invalid text): reject before it queues
+        except Exception:
+            # A bucket is only a grouping hint: predict reports the real problem, if any.
+            log.exception("batch bucket failed for %s; batching without one", self._name)
+            bucket = None
+        return (*key, bucket)
 
     def _maybe_flush(self) -> None:
         while True:
@@ -131,13 +160,12 @@ class Batcher:
         if self._timer is not None:
             self._timer.cancel()
             self._timer = None
-        head = self._queue[0]
-        n = take_rows(
+        picked = pick_batch(
             [p.rows for p in self._queue],
-            [p.key == head.key for p in self._queue],
+            [p.key for p in self._queue],
             self.config.max_batch_size,
         )
-        batch = [self._queue.popleft() for _ in range(n)]
+        batch = self._take(picked)
         self._queued_rows -= sum(p.rows for p in batch)
         now = self._clock.monotonic()
         expected = self._latency or 0.0
@@ -159,12 +187,23 @@ class Batcher:
         self._in_flight += 1
         asyncio.get_running_loop().create_task(self._run(live))
 
+    def _take(self, positions: list[int]) -> list[_Pending]:
+        """Remove the requests at ``positions`` (ascending) from the queue, in order."""
+        if positions[-1] == len(positions) - 1:  # a prefix: the common case
+            return [self._queue.popleft() for _ in positions]
+        chosen = set(positions)
+        batch = [self._queue[i] for i in positions]
+        self._queue = deque(p for i, p in enumerate(self._queue) if i not in chosen)
+        return batch
+
     async def _run(self, batch: list[_Pending]) -> None:
         loop = asyncio.get_running_loop()
         started = self._clock.monotonic()
         try:
             merged = _merge(batch)
-            outputs = await loop.run_in_executor(self._executor, self._predict, merged)
+            # copy_context: predict sees the request's contextvars (e.g. its trace span).
+            run = contextvars.copy_context().run
+            outputs = await loop.run_in_executor(self._executor, run, self._predict, merged)
             parts = _split(outputs, [p.rows for p in batch], self._name)
         except Exception as exc:
             err = exc
@@ -179,7 +218,8 @@ class Batcher:
                 if not p.future.done():
                     p.future.set_result(part)
         finally:
-            self._latency = ewma(self._latency, self._clock.monotonic() - started)
+            elapsed = self._clock.monotonic() - started
+            self._latency = ewma(self._latency, elapsed)
             rows = sum(p.rows for p in batch)
             self.stats.batches += 1
             self.stats.rows += rows
@@ -187,6 +227,22 @@ class Batcher:
                 self.stats.batch_sizes.append(rows)
             self._in_flight -= 1
             self._maybe_flush()
+            if self._on_batch is not None:
+                self._report(self._on_batch, batch, rows, started, elapsed)
+
+    def _report(
+        self,
+        on_batch: Callable[[BatchEvent], None],
+        batch: list[_Pending],
+        rows: int,
+        started: float,
+        elapsed: float,
+    ) -> None:
+        waited = started - min(p.enqueued_at for p in batch)
+        try:
+            on_batch(BatchEvent(*self._labels, rows, len(batch), waited, elapsed))
+        except Exception:
+            log.exception("on_batch failed for %s", self._name)
 
 
 def _merge(batch: list[_Pending]) -> dict[str, Array]:

@@ -38,6 +38,7 @@ from modelyard.core.cache_policy import (
     choose_idle,
 )
 from modelyard.core.clock import SYSTEM_CLOCK, Clock
+from modelyard.core.observer import CacheEvent
 from modelyard.errors import (
     InvalidInputError,
     ModelLoadError,
@@ -111,6 +112,7 @@ class ModelCache:
         failure_ttl_s: float = 10.0,
         clock: Clock = SYSTEM_CLOCK,
         executor: concurrent.futures.Executor | None = None,
+        on_event: Callable[[CacheEvent], None] | None = None,
     ) -> None:
         if isinstance(budget_bytes, bool) or not isinstance(budget_bytes, int) or budget_bytes < 1:
             raise InvalidInputError(f"budget_bytes must be an int >= 1, got {budget_bytes!r}")
@@ -135,6 +137,9 @@ class ModelCache:
         self._closed = False
         self._bytes = 0
         self._n = _Counters()
+        #: Told about loads, load failures, evictions and unloads (outside the cache's lock).
+        self.on_event = on_event
+        self._events: list[CacheEvent] = []
 
     # ---- requests ----------------------------------------------------------------------------
     async def get(self, key: CacheKey) -> Runtime:
@@ -216,6 +221,7 @@ class ModelCache:
                 elif self._bytes > self._budget:
                     disposals = self._evict_over_budget(exclude=None)
         self._dispose_later(disposals)
+        self._emit()
 
     # ---- loading -----------------------------------------------------------------------------
     def _run_load(self, entry: _Entry) -> None:
@@ -275,11 +281,13 @@ class ModelCache:
                 entry.last_used = self._clock.monotonic()
                 self._bytes += size
                 self._n.load_seconds_total += load_s + warm_s
+                self._note("load", entry.key, seconds=load_s + warm_s, size=size)
                 disposals = self._evict_over_budget(exclude=entry.key)
         if closed:
             self._dispose(runtime, None)
             self._fail(entry, UnavailableError(f"the model cache closed while loading {entry.key}"))
             return
+        self._emit()  # before waiters resume: they see the load counted
         entry.future.set_result(runtime)
         for victim, done in disposals:  # already on a worker thread: unload here
             self._dispose(victim, done)
@@ -290,6 +298,8 @@ class ModelCache:
             entry.error, entry.error_tb = error, error.__traceback__
             entry.failed_at = self._clock.monotonic()
             self._n.load_failures += 1
+            self._note("load_failure", entry.key)
+        self._emit()
         entry.future.set_exception(error)
 
     def _refused(self, entry: _Entry) -> None:
@@ -302,7 +312,7 @@ class ModelCache:
             return []
         victims = choose_evictions(self._candidates(exclude), self._bytes, self._budget)
         self._n.evictions += len(victims)
-        return self._pop(victims)
+        return self._pop(victims, "evict")
 
     def _candidates(self, exclude: CacheKey | None) -> list[EvictionCandidate[CacheKey]]:
         return [
@@ -311,13 +321,31 @@ class ModelCache:
             if e.state is CacheState.READY and e.key != exclude
         ]
 
-    def _pop(self, keys: list[CacheKey]) -> list[_Disposal]:
+    def _pop(self, keys: list[CacheKey], kind: str) -> list[_Disposal]:
         disposals: list[_Disposal] = []
         for key in keys:
             entry = self._entries.pop(key)
             entry.state = CacheState.UNLOADING
+            self._note(kind, key, size=entry.bytes)
             disposals += self._take(entry)
         return disposals
+
+    def _note(self, kind: str, key: CacheKey, *, seconds: float = 0.0, size: int = 0) -> None:
+        """Lock held. Queues an event for :meth:`_emit`."""
+        if self.on_event is not None:
+            self._events.append(CacheEvent(kind, key.model, str(key.version), seconds, size))
+
+    def _emit(self) -> None:
+        """Lock not held: hands the queued events to ``on_event`` (which may call back in)."""
+        if not self._events or self.on_event is None:
+            return
+        with self._lock:
+            events, self._events = self._events, []
+        for event in events:
+            try:
+                self.on_event(event)
+            except Exception:
+                log.exception("model cache on_event failed for %s", event)
 
     def _take(self, entry: _Entry) -> list[_Disposal]:
         """Lock held. Claims the entry's runtime so exactly one caller unloads it."""
@@ -365,12 +393,14 @@ class ModelCache:
                     done = entry.unload_done = _running_future()
                     self._draining[id(entry)] = entry
                     self._n.unloads += 1
+                    self._note("unload", key, size=entry.bytes)
                     disposals = self._take(entry) if entry.in_flight == 0 else []
                     break
                 loading = entry.future
             with contextlib.suppress(Exception):  # a failed load leaves nothing to unload
                 await asyncio.wrap_future(loading)
         self._dispose_later(disposals)
+        self._emit()
         await asyncio.wrap_future(done)
         return True
 
@@ -389,8 +419,9 @@ class ModelCache:
                 return []
             idle = choose_idle(self._candidates(None), now, self._idle_ttl)
             self._n.idle_unloads += len(idle)
-            disposals = self._pop(idle)
+            disposals = self._pop(idle, "idle_unload")
         self._dispose_later(disposals)
+        self._emit()
         return idle
 
     def pin(self, key: CacheKey) -> None:
@@ -403,6 +434,7 @@ class ModelCache:
             self._pinned.discard(key)
             disposals = self._evict_over_budget(exclude=None)
         self._dispose_later(disposals)
+        self._emit()
 
     # ---- introspection -----------------------------------------------------------------------
     def is_loaded(self, key: CacheKey) -> bool:

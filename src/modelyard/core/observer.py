@@ -23,7 +23,7 @@ class InferEvent:
     model: str
     version: str  # "" when resolution failed
     route: str  # traffic route label ("" for plain models)
-    code: str  # "OK" or an ErrorCode value
+    code: str  # "OK", an ErrorCode value, or "CANCELLED" (the caller went away)
     latency_s: float
     request: InferRequest
     response: InferResponse | None
@@ -61,6 +61,13 @@ class Observer:
     def on_cache(self, event: CacheEvent) -> None:
         """Called on model-cache loads, failures and evictions."""
 
+    def on_fallback(self, endpoint: str, reason: str) -> None:
+        """Called when an endpoint request enters its fallback chain; ``reason`` is
+        ``error``, ``timeout`` or ``nonfinite``."""
+
+    def on_cache_lookup(self, endpoint: str, hit: bool) -> None:
+        """Called on every response-cache lookup of an endpoint (not the model cache)."""
+
 
 class Observers(Observer):
     """Fans each event out to several observers; a failing observer is logged, not raised."""
@@ -91,3 +98,17 @@ class Observers(Observer):
                 o.on_cache(event)
             except Exception:
                 log.exception("observer %r failed on a cache event", o)
+
+    def on_fallback(self, endpoint: str, reason: str) -> None:
+        for o in self.observers:
+            try:
+                o.on_fallback(endpoint, reason)
+            except Exception:
+                log.exception("observer %r failed on a fallback event", o)
+
+    def on_cache_lookup(self, endpoint: str, hit: bool) -> None:
+        for o in self.observers:
+            try:
+                o.on_cache_lookup(endpoint, hit)
+            except Exception:
+                log.exception("observer %r failed on a response-cache event", o)

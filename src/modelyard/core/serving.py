@@ -10,15 +10,17 @@ from __future__ import annotations
 import asyncio
 import concurrent.futures
 import logging
+import weakref
 from collections.abc import Callable
+from typing import Any
 
 from modelyard import __version__
-from modelyard.core.batch_policy import BatchConfig
+from modelyard.core.batch_policy import BatchConfig, ewma, run_inline
 from modelyard.core.batcher import Batcher
 from modelyard.core.clock import SYSTEM_CLOCK, Clock
 from modelyard.core.dataplane import DataPlane
-from modelyard.core.model_cache import CacheKey, ModelCache
-from modelyard.core.observer import InferEvent, Observer, Observers
+from modelyard.core.model_cache import CacheEntryInfo, CacheKey, ModelCache
+from modelyard.core.observer import BatchEvent, InferEvent, Observer, Observers
 from modelyard.core.resolver import Resolver
 from modelyard.core.validation import encode_bytes_outputs, select_outputs, validate_inputs
 from modelyard.errors import (
@@ -28,6 +30,7 @@ from modelyard.errors import (
     ModelYardError,
     UnavailableError,
 )
+from modelyard.monitoring import tracing
 from modelyard.registry.registry import ModelVersion, Registry
 from modelyard.runtime import Runtime
 from modelyard.types import (
@@ -59,6 +62,7 @@ class ServingDataPlane(DataPlane):
         clock: Clock = SYSTEM_CLOCK,
         runtime_class: Callable[[str], type[Runtime]] | None = None,
         observer: Observer | None = None,
+        inline_predict_s: float = 0.0,
     ) -> None:
         self.registry = registry
         self.cache = cache
@@ -79,6 +83,14 @@ class ServingDataPlane(DataPlane):
         self._unloaded: set[str] = set()
         self._batchers: dict[CacheKey, tuple[Runtime, Batcher]] = {}
         self.observer: Observer = observer if observer is not None else Observers()
+        # Recent predict duration per loaded runtime (weak: forgotten when the cache drops it).
+        self._recent: weakref.WeakKeyDictionary[Runtime, float] = weakref.WeakKeyDictionary()
+        self._inline_s = inline_predict_s
+        if cache.on_event is None:  # model loads and evictions reach the same observers
+            cache.on_event = self.observer.on_cache
+        #: Set by the fleet feature: cold-start timings (seconds) of a loaded version, shown in
+        #: the model metadata (``parameters.cold_start``) and the repository index (``reason``).
+        self.cold_start: Callable[[CacheEntryInfo], dict[str, float]] | None = None
 
     # ---- life cycle ---------------------------------------------------------------------------
     def set_ready(self, ready: bool) -> None:
@@ -109,14 +121,24 @@ class ServingDataPlane(DataPlane):
         mv = await self.resolver.resolve(name, version)
         versions = await asyncio.to_thread(self.registry.list_versions, name)
         sig = mv.manifest.signature
+        params: dict[str, Any] = {"served_version": str(mv.version), "aliases": list(mv.aliases)}
+        key = CacheKey(mv.model, mv.version)
+        timings = self._cold_start_of(next((e for e in self.cache.entries() if e.key == key), None))
+        if timings:
+            params["cold_start"] = timings
         return ModelMetadata(
             name=name,
             versions=tuple(str(v.version) for v in versions),
             platform=mv.manifest.runtime,
             inputs=sig.inputs,
             outputs=sig.outputs,
-            parameters={"served_version": str(mv.version), "aliases": list(mv.aliases)},
+            parameters=params,
         )
+
+    def _cold_start_of(self, entry: CacheEntryInfo | None) -> dict[str, float]:
+        if self.cold_start is None or entry is None or entry.state != "READY":
+            return {}
+        return self.cold_start(entry)
 
     async def model_ready(self, name: str, version: str | None = None) -> bool:
         """A model is ready when it resolves and its last load did not fail. Models not yet
@@ -142,11 +164,17 @@ class ServingDataPlane(DataPlane):
         code = "OK"
         version_served = ""
         try:
-            response = await self._infer(name, version, request, ctx)
-            version_served = response.model_version
+            attributes = {"modelyard.model": name}
+            with tracing.start_span(tracing.SPAN_DATAPLANE, ctx, attributes=attributes):
+                mv = await self._resolve(name, version, ctx)
+                version_served = str(mv.version)  # reported even when inference then fails
+                response = await self._infer(name, mv, request, ctx)
             return response
         except ModelYardError as exc:
             code = exc.code.value
+            raise
+        except asyncio.CancelledError:
+            code = "CANCELLED"  # e.g. the losing copy of a hedged request: not a success
             raise
         except Exception:
             code = "INTERNAL"
@@ -157,7 +185,7 @@ class ServingDataPlane(DataPlane):
                 InferEvent(
                     endpoint=ctx.endpoint or name,
                     model=name,
-                    version=version_served,
+                    version=version_served or self._resolved_version(name, version),
                     route=ctx.route or "",
                     code=code,
                     latency_s=self._clock.monotonic() - started,
@@ -167,15 +195,23 @@ class ServingDataPlane(DataPlane):
                 )
             )
 
-    async def _infer(
-        self, name: str, version: str | None, request: InferRequest, ctx: RequestContext
-    ) -> InferResponse:
+    def _resolved_version(self, name: str, version: str | None) -> str:
+        """The version a failed request had resolved to ("" when resolution itself failed), so
+        errors count against the version that made them."""
+        mv = self.resolver.cached(name, version)
+        return "" if mv is None else str(mv.version)
+
+    async def _resolve(self, name: str, version: str | None, ctx: RequestContext) -> ModelVersion:
         self._check_deadline(ctx)
         if name in self._unloaded:
             raise UnavailableError(
                 f"model '{name}' was unloaded; load it again through the repository API"
             )
-        mv = await self.resolver.resolve(name, version)
+        return await self.resolver.resolve(name, version)
+
+    async def _infer(
+        self, name: str, mv: ModelVersion, request: InferRequest, ctx: RequestContext
+    ) -> InferResponse:
         runtime_cls = self._runtime_class(mv.manifest.runtime)
         inputs = validate_inputs(
             mv.manifest.signature,
@@ -198,12 +234,51 @@ class ServingDataPlane(DataPlane):
     ) -> dict[str, Array]:
         self._check_deadline(ctx)
         batcher = self._batcher_for(runtime, mv)
-        fut: asyncio.Future[dict[str, Array]]
-        if batcher is not None:
-            fut = asyncio.ensure_future(batcher.submit(inputs, ctx.deadline))
-        else:
+        rows = next((a.shape[0] for a in inputs.values() if a.ndim), 0)
+        if batcher is not None and rows >= mv.manifest.batching.max_batch_size:
+            # A request that fills a batch by itself (a batch job's) gains nothing from the
+            # queue and may exceed its row limit: it runs at once, like an unbatched model's.
+            batcher = None
+        if batcher is None and run_inline(self._recent.get(runtime), self._inline_s):
+            try:
+                return self._predict_unbatched(runtime, mv, self._clock.monotonic(), inputs)
+            except ModelYardError:
+                raise
+            except Exception as exc:
+                log.exception("inference failed for %s", mv.ref)
+                raise InferenceError(
+                    f"model '{mv.ref}' failed: {type(exc).__name__}: {exc}"
+                ) from exc
+        if batcher is None:
             loop = asyncio.get_running_loop()
-            fut = loop.run_in_executor(self._executor, runtime.predict, inputs)
+            run = tracing.carry_context(self._predict_unbatched)
+            enqueued = self._clock.monotonic()
+            fut = loop.run_in_executor(self._executor, run, runtime, mv, enqueued, inputs)
+            return await self._prediction(fut, ctx, mv)
+        with tracing.start_span(tracing.SPAN_BATCHER, ctx):
+            return await self._prediction(
+                asyncio.ensure_future(batcher.submit(inputs, ctx.deadline)), ctx, mv
+            )
+
+    def _predict_unbatched(
+        self, runtime: Runtime, mv: ModelVersion, enqueued: float, inputs: dict[str, Array]
+    ) -> dict[str, Array]:
+        """On an inference thread: one ``predict``, reported to the observer as a batch."""
+        started = self._clock.monotonic()
+        try:
+            with tracing.start_span(tracing.SPAN_RUNTIME, attributes={"modelyard.model": mv.ref}):
+                return runtime.predict(inputs)
+        finally:
+            first = next(iter(inputs.values()), None)
+            rows = first.shape[0] if first is not None and first.ndim else 1
+            elapsed = self._clock.monotonic() - started
+            self._recent[runtime] = ewma(self._recent.get(runtime), elapsed)
+            event = BatchEvent(mv.model, str(mv.version), rows, 1, started - enqueued, elapsed)
+            self.observer.on_batch(event)
+
+    async def _prediction(
+        self, fut: asyncio.Future[dict[str, Array]], ctx: RequestContext, mv: ModelVersion
+    ) -> dict[str, Array]:
         try:
             if ctx.deadline is None:
                 return await fut
@@ -238,7 +313,15 @@ class ServingDataPlane(DataPlane):
         for stale in [k for k in self._batchers if not self.cache.is_loaded(k)]:
             del self._batchers[stale]
         batcher = Batcher(
-            runtime.predict, config, executor=self._executor, clock=self._clock, name=mv.ref
+            tracing.traced(runtime.predict, tracing.SPAN_RUNTIME, {"modelyard.model": mv.ref}),
+            config,
+            executor=self._executor,
+            clock=self._clock,
+            name=mv.ref,
+            bucket=runtime.batch_bucket,
+            on_batch=self.observer.on_batch,
+            model=mv.model,
+            version=str(mv.version),
         )
         self._batchers[key] = (runtime, batcher)
         return batcher
@@ -261,7 +344,9 @@ class ServingDataPlane(DataPlane):
                 continue
             entry = states.get(CacheKey(mv.model, mv.version))
             if entry is not None and entry.state == "READY":
-                out.append(RepositoryEntry(info.name, str(mv.version), "READY"))
+                reason = " ".join(f"{k}={v:.4f}" for k, v in self._cold_start_of(entry).items())
+                reason = f"cold start: {reason}" if reason else ""
+                out.append(RepositoryEntry(info.name, str(mv.version), "READY", reason))
             elif not ready_only:
                 state, reason = "UNAVAILABLE", "not loaded; loads on first request"
                 if entry is not None:

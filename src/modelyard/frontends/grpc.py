@@ -31,6 +31,7 @@ from modelyard.errors import InvalidInputError, ModelYardError, UnavailableError
 from modelyard.frontends import grpc_codec as codec
 from modelyard.frontends.grpc_errors import status_for
 from modelyard.frontends.proto import grpc_service_pb2 as pb
+from modelyard.monitoring import tracing
 from modelyard.settings import Settings
 from modelyard.types import InferRequest, RequestContext
 
@@ -181,8 +182,11 @@ class GrpcInferenceService:
             request, max_tensor_elements=self._settings.max_tensor_elements
         )
         ctx = self._request_context(decoded, context)
-        response = await self._dataplane.infer(name, request.model_version or None, decoded, ctx)
-        return codec.encode_infer_response(response, request.id)
+        with tracing.start_span(tracing.SPAN_GRPC, ctx, server=True):  # continues a traceparent
+            response = await self._dataplane.infer(
+                name, request.model_version or None, decoded, ctx
+            )
+            return codec.encode_infer_response(response, request.id)
 
     def _request_context(self, request: InferRequest, context: Ctx) -> RequestContext:
         """Deadline = the earliest of the gRPC deadline and the ``timeout`` parameter

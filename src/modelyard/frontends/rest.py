@@ -13,7 +13,8 @@ Handlers call only the :class:`~modelyard.core.dataplane.DataPlane`; errors beco
 Request headers understood: ``Inference-Header-Content-Length`` (binary extension),
 ``Content-Encoding: gzip|deflate``, ``x-request-id`` (echoed back), ``x-modelyard-timeout-ms``
 (deadline; so is the Triton-style request parameter ``timeout`` in microseconds; the smaller wins;
-0 means none) and ``x-modelyard-key`` (routing key for sticky traffic splits).
+0 means none) and ``x-modelyard-key`` (routing key for sticky traffic splits). Responses of
+endpoints carry ``x-modelyard-route``: the traffic route that served the request.
 """
 
 from __future__ import annotations
@@ -47,6 +48,7 @@ from modelyard.frontends.asgi import (
 )
 from modelyard.frontends.codec import decode_infer_request, encode_infer_response, load_json
 from modelyard.frontends.http_errors import HEALTH_FALSE_STATUS, error_response
+from modelyard.monitoring import tracing
 from modelyard.settings import Settings
 from modelyard.types import ModelMetadata, RequestContext, TensorSpec
 
@@ -56,6 +58,7 @@ INFERENCE_HEADER = "inference-header-content-length"
 TIMEOUT_HEADER = "x-modelyard-timeout-ms"
 KEY_HEADER = "x-modelyard-key"
 REQUEST_ID_HEADER = "x-request-id"
+ROUTE_HEADER = "x-modelyard-route"
 
 
 _HEALTH_TRUE = HttpResponse(200, b"", None)
@@ -210,19 +213,19 @@ class RestApp:
         request = decode_infer_request(req.body, _header_length(headers), self._max_elements)
         ctx = self._context(headers, request.id, request.parameters)
         params = req.params
-        response = await self._dataplane.infer(params["model"], params.get("version"), request, ctx)
-        body, json_length = encode_infer_response(response, request)
+        with tracing.start_span(tracing.SPAN_HTTP, ctx, server=True):  # continues a traceparent
+            response = await self._dataplane.infer(
+                params["model"], params.get("version"), request, ctx
+            )
+            body, json_length = encode_infer_response(response, request)
+        headers_out = [(REQUEST_ID_HEADER, ctx.request_id)]
+        route = response.parameters.get("route") if response.parameters else None
+        if isinstance(route, str):  # set by the traffic layer for endpoints
+            headers_out.append((ROUTE_HEADER, route))
         if json_length is None:
-            return HttpResponse(200, body, headers=[(REQUEST_ID_HEADER, ctx.request_id)])
-        return HttpResponse(
-            200,
-            body,
-            OCTET_STREAM,
-            [
-                (REQUEST_ID_HEADER, ctx.request_id),
-                ("Inference-Header-Content-Length", str(json_length)),
-            ],
-        )
+            return HttpResponse(200, body, headers=headers_out)
+        headers_out.append(("Inference-Header-Content-Length", str(json_length)))
+        return HttpResponse(200, body, OCTET_STREAM, headers_out)
 
     def _context(
         self, headers: dict[str, str], request_id: str | None, parameters: Mapping[str, Any]
@@ -304,7 +307,8 @@ class RestApp:
         if verb != v1.PREDICT_VERB:
             raise InvalidInputError(f"V1 verb {verb!r} is not supported (only :predict)")
         ctx = self._context(req.headers, None, {})
-        body = await v1.predict(self._dataplane, name, req.body, ctx, self._max_elements)
+        with tracing.start_span(tracing.SPAN_HTTP, ctx, server=True):
+            body = await v1.predict(self._dataplane, name, req.body, ctx, self._max_elements)
         return HttpResponse(200, body, headers=[(REQUEST_ID_HEADER, ctx.request_id)])
 
 

@@ -121,6 +121,27 @@ def merge_model_metadata(tx: Tx, name: str, update: Mapping[str, Any]) -> None:
     tx.execute("UPDATE models SET metadata = ? WHERE name = ?", (dumps(merged), name))
 
 
+CHANGES_CHANNEL = "modelyard_changes"
+
+
+def bump_changes(tx: Tx) -> None:
+    """Tell watchers the registry changed: ``registry_changes.seq`` goes up by one and, on
+    PostgreSQL, a NOTIFY on :data:`CHANGES_CHANNEL` is sent when the transaction commits.
+
+    Call it last in a write transaction: the counter row is then locked for the shortest time,
+    and always after any model row (one lock order, so concurrent writers cannot deadlock).
+    """
+    tx.execute("UPDATE registry_changes SET seq = seq + 1 WHERE id = 1")
+    if tx.dialect == "postgresql":
+        tx.execute(f"NOTIFY {CHANGES_CHANNEL}")
+
+
+def change_seq(tx: Tx) -> int:
+    """The registry's change counter (see :func:`bump_changes`)."""
+    value = tx.execute("SELECT seq FROM registry_changes WHERE id = 1").scalar()
+    return 0 if value is None else int(value)
+
+
 # ---- reads ------------------------------------------------------------------------------------
 def require_model(tx: Tx, name: str) -> None:
     if tx.execute("SELECT 1 FROM models WHERE name = ?", (name,)).one() is None:

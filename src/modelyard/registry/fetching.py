@@ -3,6 +3,8 @@
 A local artifact store is verified in place. A remote one is downloaded into the local cache
 directory: first into a temporary sibling directory, verified there, then renamed into place, so a
 cached copy is always complete and verified (a crash leaves only a temporary directory behind).
+With a :class:`~modelyard.registry.disk_cache.DiskCache`, every use marks the copy as recently
+used and a download first makes room under the tier's byte budget (least recently used first).
 """
 
 from __future__ import annotations
@@ -18,14 +20,18 @@ from modelyard.errors import ChecksumMismatchError, ModelYardError, UnavailableE
 from modelyard.manifest import MANIFEST_FILE
 from modelyard.registry.artifacts import ArtifactStore
 from modelyard.registry.checksums import safe_relpath, verify_files
+from modelyard.registry.disk_cache import DiskCache
 from modelyard.registry.records import ModelVersion
 
 log = logging.getLogger(__name__)
 
 
-def fetch_version(store: ArtifactStore, version: ModelVersion, cache_dir: Path) -> Path:
+def fetch_version(
+    store: ArtifactStore, version: ModelVersion, cache_dir: Path, disk: DiskCache | None = None
+) -> Path:
     """A local directory holding ``version``'s files; raises ChecksumMismatchError naming a
-    file that does not match its recorded sha256 (or is missing)."""
+    file that does not match its recorded sha256 (or is missing). ``disk`` (rooted at
+    ``cache_dir``) keeps remote copies under a byte budget."""
     files = version.manifest.files
     for entry in files:
         safe_relpath(entry.path)
@@ -37,11 +43,18 @@ def fetch_version(store: ArtifactStore, version: ModelVersion, cache_dir: Path) 
     if final.is_dir():
         try:
             verify_files(final, files, what=f"{version.ref} (cached copy {final})")
+            if disk is not None:
+                disk.touch(final)
             return final
         except ChecksumMismatchError:
             log.warning("cached copy %s of %s is damaged; downloading again", final, version.ref)
             shutil.rmtree(final, ignore_errors=True)
-    return _download(store, version, final)
+    if disk is not None:
+        disk.make_room(version.manifest.total_bytes(), keep=final)
+    path = _download(store, version, final)
+    if disk is not None:
+        disk.touch(path)
+    return path
 
 
 def cached_path(version: ModelVersion, cache_dir: Path) -> Path:

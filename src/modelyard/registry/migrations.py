@@ -156,6 +156,11 @@ MIGRATIONS: tuple[Migration, ...] = (
             "INSERT INTO registry_changes (id, seq) VALUES (1, 0)",
         ),
     ),
+    Migration(
+        6,
+        "index drift sketches by interval",
+        ("CREATE INDEX drift_sketches_interval ON drift_sketches (interval_start)",),
+    ),
 )
 
 

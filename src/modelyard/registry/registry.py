@@ -22,6 +22,7 @@ from modelyard.errors import InvalidInputError, ModelNotFoundError, ModelYardErr
 from modelyard.manifest import MANIFEST_FILE
 from modelyard.registry import catalog
 from modelyard.registry.artifacts import ArtifactStore
+from modelyard.registry.disk_cache import DiskCache
 from modelyard.registry.fetching import fetch_version
 from modelyard.registry.migrations import migrate, schema_version
 from modelyard.registry.names import PRODUCTION, validate_alias, validate_name
@@ -52,6 +53,7 @@ class Registry:
         artifacts: str | None = None,
         storage_options: Mapping[str, Any] | None = None,
         local_cache_dir: str | Path | None = None,
+        local_cache_bytes: int | None = None,
         allow_pickle: bool = False,
         clock: Clock = SYSTEM_CLOCK,
     ) -> None:
@@ -73,6 +75,8 @@ class Registry:
             if local_cache_dir is not None
             else default_root / "cache"
         )
+        #: The local disk tier of remote artifacts (budget: ``local_cache_bytes``, None = all).
+        self.disk_cache = DiskCache(self.cache_dir, local_cache_bytes, clock=clock)
         self._store: Store = (
             SqliteStore(default_root / DB_FILE) if "://" not in text else open_store(text)
         )
@@ -85,7 +89,7 @@ class Registry:
     @classmethod
     def from_settings(cls, settings: Settings, *, clock: Clock = SYSTEM_CLOCK) -> Registry:
         """A registry configured by ``settings`` (registry, artifacts, s3_*, local_cache_dir,
-        allow_pickle)."""
+        local_cache_bytes, allow_pickle)."""
         options: dict[str, Any] = {}
         if settings.artifacts is not None and settings.artifacts.startswith(("s3://", "s3a://")):
             if settings.s3_endpoint_url:
@@ -99,6 +103,7 @@ class Registry:
             artifacts=settings.artifacts,
             storage_options=options or None,
             local_cache_dir=settings.local_cache_dir,
+            local_cache_bytes=settings.local_cache_bytes,
             allow_pickle=settings.allow_pickle,
             clock=clock,
         )
@@ -120,6 +125,12 @@ class Registry:
 
     def schema_version(self) -> int:
         return schema_version(self._store)
+
+    def change_seq(self) -> int:
+        """A counter every registry write increments (in the same transaction): watchers poll it
+        to notice new versions, moved aliases and metadata changes with one cheap query."""
+        with self._store.transaction(write=False) as tx:
+            return catalog.change_seq(tx)
 
     # ---- writes -------------------------------------------------------------------------------
     def push(
@@ -168,6 +179,7 @@ class Registry:
                     number = catalog.insert_version(tx, name, key, pkg.manifest, meta, now)
                     if alias is not None:
                         catalog.set_alias(tx, name, alias, number, now)
+                    catalog.bump_changes(tx)
             except BaseException:
                 self._artifacts.delete(key)
                 raise
@@ -198,8 +210,11 @@ class Registry:
         validate_name(name)
         meta = catalog.check_metadata(metadata)
         with self._store.transaction() as tx:
-            if not catalog.ensure_model(tx, name, self._clock.wall(), meta) and meta:
+            created = catalog.ensure_model(tx, name, self._clock.wall(), meta)
+            if not created and meta:
                 catalog.merge_model_metadata(tx, name, meta)
+            if created or meta:
+                catalog.bump_changes(tx)
         return self.get_model(name)
 
     def set_alias(self, name: str, alias: str, version: int) -> None:
@@ -209,12 +224,14 @@ class Registry:
         number = _version_number(version)
         with self._store.transaction() as tx:
             catalog.set_alias(tx, name, alias, number, self._clock.wall())
+            catalog.bump_changes(tx)
 
     def delete_alias(self, name: str, alias: str) -> None:
         validate_name(name)
         validate_alias(alias)
         with self._store.transaction() as tx:
             catalog.delete_alias(tx, name, alias)
+            catalog.bump_changes(tx)
 
     def update_metadata(self, name: str, version: int, metadata: Mapping[str, Any]) -> ModelVersion:
         """Merge ``metadata`` into the version's (top-level keys replace; files stay immutable)."""
@@ -223,6 +240,7 @@ class Registry:
         update = catalog.check_metadata(metadata)
         with self._store.transaction() as tx:
             catalog.merge_version_metadata(tx, name, number, update)
+            catalog.bump_changes(tx)
             return catalog.version(tx, name, number, self._artifacts.uri)
 
     def update_model_metadata(self, name: str, metadata: Mapping[str, Any]) -> ModelInfo:
@@ -231,6 +249,7 @@ class Registry:
         update = catalog.check_metadata(metadata)
         with self._store.transaction() as tx:
             catalog.merge_model_metadata(tx, name, update)
+            catalog.bump_changes(tx)
         return self.get_model(name)
 
     # ---- reads --------------------------------------------------------------------------------
@@ -284,7 +303,7 @@ class Registry:
     def fetch(self, version: ModelVersion) -> Path:
         """A local directory holding the version's files, every checksum verified.
         Raises ChecksumMismatchError naming the file on a mismatch."""
-        return fetch_version(self._artifacts, version, self.cache_dir)
+        return fetch_version(self._artifacts, version, self.cache_dir, self.disk_cache)
 
     # ---- lifecycle ----------------------------------------------------------------------------
     def close(self) -> None:

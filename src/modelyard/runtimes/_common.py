@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import ctypes
+import ctypes.util
 import os
 import shutil
+import threading
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from pathlib import Path
@@ -131,18 +134,66 @@ def rss_bytes() -> int | None:
         return None
 
 
-def measure_load(load: Callable[[], T], floor: int) -> tuple[T, int]:
-    """Run ``load`` and return its result with an *approximate* memory cost in bytes.
+class _MallInfo2(ctypes.Structure):
+    _fields_ = [  # the layout of glibc's struct mallinfo2
+        (name, ctypes.c_size_t)
+        for name in (
+            "arena ordblks smblks hblks hblkhd usmblks fsmblks uordblks fordblks keepcost".split()
+        )
+    ]
 
-    The cost is the growth of this process's RSS while ``load`` ran, never less than ``floor``
-    (the artifact size) nor 1. It is approximate: allocator reuse hides memory, and loads running
-    concurrently in other threads are counted too. Good enough for a byte-budgeted LRU.
+
+def _mallinfo2() -> Callable[[], _MallInfo2] | None:
+    try:
+        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
+        fn = libc.mallinfo2  # glibc >= 2.33
+    except (OSError, AttributeError):
+        return None
+    fn.restype = _MallInfo2
+    fn.argtypes = []
+    return fn
+
+
+_MALLINFO2 = _mallinfo2()
+# Loads measured one at a time, so that one load's allocations are not counted as another's.
+_MEASURE_LOCK = threading.Lock()
+_MEASURE_WAIT_S = 10.0
+_HEAP_NOISE_BYTES = 256 * 1024
+
+
+def heap_bytes() -> int | None:
+    """Bytes the C allocator has handed out and not taken back (glibc ``mallinfo2``: in-use
+    heap chunks + mmapped chunks); None where unavailable. Unlike RSS, reusing freed memory
+    does not hide an allocation from it."""
+    if _MALLINFO2 is None:
+        return None
+    info = _MALLINFO2()
+    return int(info.uordblks) + int(info.hblkhd)
+
+
+def measure_load(load: Callable[[], T], floor: int) -> tuple[T, int]:
+    """Run ``load`` and return its result with its memory cost in bytes.
+
+    The cost is the larger of this process's RSS growth and its C-heap growth (see
+    :func:`heap_bytes`) while ``load`` ran, never less than ``floor`` (the artifact size) nor 1.
+    RSS alone under-counts under churn (a load reusing memory an unloaded model freed adds no
+    RSS); the heap count misses Python's small-object arenas, RSS does not. Measured loads run
+    one at a time in a process (waiting at most ``_MEASURE_WAIT_S`` for the previous one), so
+    concurrent loads are not counted twice; inference threads still add a little noise.
     """
-    before = rss_bytes()
-    result = load()
-    after = rss_bytes()
-    delta = after - before if before is not None and after is not None else 0
-    return result, max(delta, floor, 1)
+    locked = _MEASURE_LOCK.acquire(timeout=_MEASURE_WAIT_S)
+    try:
+        rss0, heap0 = rss_bytes(), heap_bytes()
+        result = load()
+        rss1, heap1 = rss_bytes(), heap_bytes()
+    finally:
+        if locked:
+            _MEASURE_LOCK.release()
+    rss_delta = rss1 - rss0 if rss0 is not None and rss1 is not None else 0
+    heap_delta = heap1 - heap0 if heap0 is not None and heap1 is not None else 0
+    if heap_delta < _HEAP_NOISE_BYTES:
+        heap_delta = 0  # allocator bookkeeping, not a model: keep small models' sizes stable
+    return result, max(rss_delta, heap_delta, floor, 1)
 
 
 def file_size(path: Path) -> int:

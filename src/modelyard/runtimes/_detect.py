@@ -18,6 +18,7 @@ def _is_python_model(obj: object) -> bool:
 # (kind, engine package, file suffixes). Order matters: XGBoost and LightGBM estimators are
 # scikit-learn estimators too, so they are tried first.
 _DETECTION: tuple[tuple[str, str, frozenset[str]], ...] = (
+    ("pipeline", "modelyard.runtimes.pipeline", frozenset()),  # a Pipeline object imports it
     ("onnx", "onnx", frozenset({".onnx"})),
     ("xgboost", "xgboost", frozenset({".ubj", ".json"})),
     ("lightgbm", "lightgbm", frozenset({".txt"})),

@@ -41,6 +41,8 @@ _BUILTIN: dict[str, tuple[str, frozenset[str], str]] = {
         install_hint("lightgbm", "lightgbm").message,
     ),
     "python": ("modelyard.runtimes.python", frozenset(), ""),
+    # Steps import their engines (onnxruntime, tokenizers) at load, with their own install hints.
+    "pipeline": ("modelyard.runtimes.pipeline", frozenset(), ""),
 }
 
 _classes: dict[str, type[Runtime]] = {}

@@ -68,3 +68,19 @@ def test_must_shed(now: float, deadline: float | None, expected: float, shed: bo
 def test_ewma() -> None:
     assert ewma(None, 2.0) == 2.0
     assert ewma(1.0, 2.0, alpha=0.5) == 1.5
+
+
+@pytest.mark.parametrize(
+    ("recent", "threshold", "inline"),
+    [
+        (None, 0.0005, False),  # never measured: use a thread first
+        (0.0001, 0.0005, True),
+        (0.0005, 0.0005, False),
+        (0.002, 0.0005, False),  # slow models never block the loop
+        (0.0001, 0.0, False),  # disabled
+    ],
+)
+def test_run_inline(recent: float | None, threshold: float, inline: bool) -> None:
+    from modelyard.core.batch_policy import run_inline
+
+    assert run_inline(recent, threshold) is inline

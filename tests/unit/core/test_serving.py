@@ -11,7 +11,7 @@ import pytest
 
 from modelyard.app import make_loader
 from modelyard.core.clock import FakeClock
-from modelyard.core.model_cache import ModelCache
+from modelyard.core.model_cache import CacheKey, ModelCache
 from modelyard.core.serving import ServingDataPlane
 from modelyard.errors import (
     DeadlineExceededError,
@@ -180,3 +180,37 @@ def test_batched_and_unbatched_versions_answer_identically(dataplane: ServingDat
     (_runtime, batcher) = next(iter(dataplane._batchers.values()))
     assert batcher.stats.requests == 40
     assert batcher.stats.batches < 40
+
+
+def test_fast_models_run_on_the_event_loop_after_the_first_call(registry: Registry) -> None:
+    import threading
+
+    cache = ModelCache(make_loader(registry, RuntimeOptions()), budget_bytes=1 << 30)
+    dp = ServingDataPlane(registry, cache, inline_predict_s=1.0)  # everything counts as fast
+    threads: list[str] = []
+
+    async def main() -> None:
+        runtime = await cache.get(registry_key(registry, "linear"))
+        original = runtime.predict
+
+        def spy(inputs: dict[str, Array]) -> dict[str, Array]:
+            threads.append(threading.current_thread().name)
+            return original(inputs)
+
+        runtime.predict = spy  # type: ignore[method-assign]
+        x = {"input": np.ones((1, 20), np.float32)}
+        for _ in range(3):
+            await dp.infer("linear", None, InferRequest(x), RequestContext())
+
+    try:
+        asyncio.run(main())
+    finally:
+        cache.close()
+        dp.close()
+    assert threads[0].startswith("modelyard-infer")  # unknown duration: a thread
+    assert threads[1:] == [threading.main_thread().name] * 2  # then inline
+
+
+def registry_key(registry: Registry, name: str) -> CacheKey:
+    mv = registry.resolve(name)
+    return CacheKey(mv.model, mv.version)

@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from modelyard.types import Array, Datatype
+from modelyard.types import Array, Datatype, Signature, TensorSpec
 from tests import testmodels
 from tests.unit.runtimes.contract import Built, Case, check_contract
 from tests.unit.runtimes.models import SENTIMENT, TEXTS, iris_like, strings
@@ -148,6 +148,52 @@ def onnx_converted(tmp: Path) -> Built:
     return Built(model=to_onnx(original, x).model, inputs=built.inputs, expected=built.expected)
 
 
+_LABELS = np.array(["setosa", "versicolor", "virginica"])
+
+
+def pipeline_tabular(tmp: Path) -> Built:
+    import onnx
+    from onnx import TensorProto, helper, numpy_helper
+
+    from modelyard.runtimes.pipeline import Pipeline
+
+    x, _ = iris_like()
+    x = x.astype(np.float32)
+    w = (np.arange(12, dtype=np.float32).reshape(4, 3) - 6) / 10
+    graph = helper.make_graph(
+        [helper.make_node("MatMul", ["input", "w"], ["scores"])],
+        "linear",
+        [helper.make_tensor_value_info("input", TensorProto.FLOAT, ["b", 4])],
+        [helper.make_tensor_value_info("scores", TensorProto.FLOAT, ["b", 3])],
+        [numpy_helper.from_array(w, "w")],
+    )
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    model.ir_version = 8
+    onnx.save_model(model, str(tmp / "linear.onnx"))
+    mean, std = x.mean(axis=0), x.std(axis=0)
+    pipeline = Pipeline(
+        steps=[
+            {"op": "scale", "mean": mean.tolist(), "std": std.tolist()},
+            {"op": "onnx", "file": "model.onnx"},
+            {"op": "label_map", "input": "scores", "output": "label", "labels": list(_LABELS)},
+        ],
+        files={"model.onnx": tmp / "linear.onnx"},
+        signature=Signature(
+            inputs=(TensorSpec(name="input", datatype=Datatype.FP32, shape=(-1, 4)),),
+            outputs=(
+                TensorSpec(name="label", datatype=Datatype.BYTES, shape=(-1,)),
+                TensorSpec(name="scores", datatype=Datatype.FP32, shape=(-1, 3)),
+            ),
+        ),
+    )
+
+    def expected(inputs: Mapping[str, Array]) -> dict[str, Array]:
+        scores = ((inputs["input"] - mean) / std).astype(np.float32) @ w
+        return {"label": _LABELS[scores.argmax(axis=1)], "scores": scores}
+
+    return Built(model=pipeline, inputs={"input": x[:12]}, expected=expected)
+
+
 CASES = [
     Case("sklearn-logreg", "sklearn", sklearn_logreg),
     Case("sklearn-forest", "sklearn", sklearn_forest),
@@ -161,6 +207,7 @@ CASES = [
     Case("onnx-linear", "onnx", onnx_linear, atol=1e-5),
     Case("onnx-strings", "onnx", onnx_strings),
     Case("onnx-converted", "onnx", onnx_converted, atol=1e-5),
+    Case("pipeline-tabular", "pipeline", pipeline_tabular, atol=1e-5),
 ]
 
 

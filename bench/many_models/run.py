@@ -1,0 +1,303 @@
+"""Many models on one box, side by side: A (weights from S3 on every request), B (ModelYard, RAM
+budget 25 % of the model bytes), C (ModelYard, everything preloaded). See README.md.
+
+    .venv/bin/python bench/many_models/run.py            # 200 models, 20 s per mode, records
+    .venv/bin/python bench/many_models/run.py --quick    # 40 models, 5 s per mode, no record
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import os
+import shutil
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+HERE = Path(__file__).resolve().parent
+ROOT = HERE.parents[1]
+sys.path.insert(0, str(HERE))
+
+import orjson  # noqa: E402
+from load import run_wrk, zipf_script  # noqa: E402
+from models import ModelSpec, build, fleet, zipf_weights  # noqa: E402
+from procs import (  # noqa: E402
+    free_port,
+    get_json,
+    loadavg,
+    machine,
+    post,
+    process,
+    rss_bytes,
+    wait_ready,
+)
+from report import ModeResult, cache_delta, goals, record, static_ceiling, table  # noqa: E402
+
+from modelyard.bench.stats import RunStats  # noqa: E402
+from modelyard.registry import Registry  # noqa: E402
+
+KEY, SECRET, BUCKET = "bench-key", "bench-secret", "fleet"
+# botocore >= 1.36 checksums requests and responses in ways rclone's S3 server does not support.
+CHECKSUM_ENV = {
+    "AWS_REQUEST_CHECKSUM_CALCULATION": "when_required",
+    "AWS_RESPONSE_CHECKSUM_VALIDATION": "when_required",
+    "AWS_DEFAULT_REGION": "us-east-1",
+}
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--quick", action="store_true", help="40 models, 5 s runs, no record")
+    p.add_argument("--models", type=int, default=200)
+    p.add_argument("--duration", type=float, default=20.0, help="measured seconds per mode")
+    p.add_argument("--warmup", type=float, default=8.0, help="discarded seconds per mode")
+    p.add_argument("--connections", type=int, default=64)
+    p.add_argument("--budget", type=float, default=0.25, help="B's RAM budget / model bytes")
+    p.add_argument("--zipf", type=float, default=1.1, help="Zipf exponent s")
+    p.add_argument("--seed", type=int, default=7)
+    p.add_argument("--server-cpus", default="0")
+    p.add_argument("--client-cpus", default="1")
+    p.add_argument("--workdir", type=Path, default=None, help="default: a fresh temp dir")
+    p.add_argument("--record", action=argparse.BooleanOptionalAction, default=None)
+    args = p.parse_args(argv)
+    if args.quick:
+        args.models, args.duration, args.warmup = 40, 5.0, 3.0
+    if args.record is None:
+        args.record = not args.quick
+    return args
+
+
+class Bench:
+    def __init__(self, args: argparse.Namespace, work: Path) -> None:
+        self.args = args
+        self.work = work
+        self.logs = work / "logs"
+        self.logs.mkdir(parents=True, exist_ok=True)
+        self.s3_port = free_port()
+        self.s3_url = f"http://127.0.0.1:{self.s3_port}"
+        self.artifacts = f"s3://{BUCKET}/models"
+        self.registry = work / "registry"
+        self.specs: list[ModelSpec] = fleet(args.models, args.seed)
+        self.script = work / "zipf.lua"
+        self.disk_bytes: dict[str, int] = {}
+
+    def s3_env(self) -> dict[str, str]:
+        return {
+            **CHECKSUM_ENV,
+            "MODELYARD_ARTIFACTS": self.artifacts,
+            "MODELYARD_S3_ENDPOINT_URL": self.s3_url,
+            "MODELYARD_S3_KEY": KEY,
+            "MODELYARD_S3_SECRET": SECRET,
+            "PYTHONPATH": str(ROOT / "src"),
+        }
+
+    def s3_server(self) -> Any:
+        data = self.work / "s3"
+        (data / BUCKET).mkdir(parents=True, exist_ok=True)
+        rclone = shutil.which("rclone") or str(Path(sys.executable).parent / "rclone")
+        cmd = [rclone, "serve", "s3", "--addr", f"127.0.0.1:{self.s3_port}"]
+        cmd += ["--auth-key", f"{KEY},{SECRET}", str(data)]
+        return process(cmd, cpus=self.args.client_cpus, log=self.logs / "s3.log")
+
+    def push_fleet(self) -> None:
+        os.environ.update(CHECKSUM_ENV)
+        options = {"key": KEY, "secret": SECRET, "client_kwargs": {"endpoint_url": self.s3_url}}
+        staging = self.work / "staging"
+        staging.mkdir(exist_ok=True)
+        with Registry(self.registry, artifacts=self.artifacts, storage_options=options) as reg:
+            for spec in self.specs:
+                obj, sample = build(spec, staging)
+                mv = reg.push(obj, name=spec.name, sample=sample, metadata={"kind": spec.kind})
+                self.disk_bytes[spec.name] = mv.manifest.total_bytes()
+        shutil.rmtree(staging, ignore_errors=True)
+        script = zipf_script(self.specs, self.args.zipf, self.args.seed)
+        self.script.write_text(script)
+
+    def measure(self, url: str, timeout_s: float) -> Any:
+        a = self.args
+        run = self.logs / "wrk.log"
+
+        def go(seconds: float) -> RunStats:
+            return run_wrk(
+                url,
+                self.script,
+                duration_s=seconds,
+                connections=a.connections,
+                timeout_s=timeout_s,
+                cpus=a.client_cpus,
+                log=run,
+            )
+
+        if a.warmup > 0:
+            go(a.warmup)
+        return lambda: go(a.duration)
+
+    def modelyard(self, mode: str, what: str, cache_bytes: int, preload: bool) -> ModeResult:
+        port = free_port()
+        base = f"http://127.0.0.1:{port}"
+        env = {
+            **self.s3_env(),
+            "MODELYARD_CACHE_BYTES": str(cache_bytes),
+            "MODELYARD_LOCAL_CACHE_DIR": str(self.work / "disk"),
+            "MODELYARD_LOG_LEVEL": "warning",
+        }
+        if preload:
+            env["MODELYARD_PRELOAD"] = ",".join(s.name for s in self.specs)
+        cmd = [sys.executable, "-m", "modelyard", "serve", "--registry", str(self.registry)]
+        cmd += ["--http-port", str(port), "--grpc-port", "-1"]
+        log = self.logs / f"{mode}.log"
+        with process(cmd, cpus=self.args.server_cpus, log=log, env=env) as proc:
+            ready_s = wait_ready(proc, f"{base}/v2/health/ready", 900, log)
+            self._check(base)
+            measured = self.measure(base, timeout_s=10)
+            before = get_json(f"{base}/v2/fleet/cache")
+            stats = measured()
+            after = get_json(f"{base}/v2/fleet/cache")
+            rss = rss_bytes(proc.pid)
+        delta = cache_delta(before, after, stats.duration_s)
+        sizes = {e["model"]: e["bytes"] for e in after["entries"]}
+        extra = {
+            "ready_s": ready_s,
+            "bytes_in_use": after["bytes_in_use"],
+            "sizes": sizes,
+            "budget_bytes": cache_bytes,
+            "disk": after["disk"],
+        }
+        return ModeResult(
+            mode,
+            what,
+            stats,
+            delta["hit_ratio"],
+            delta["loads_per_s"],
+            delta["evictions_per_s"],
+            rss / 2**20,
+            extra,
+        )
+
+    def naive(self) -> ModeResult:
+        port = free_port()
+        base = f"http://127.0.0.1:{port}"
+        cmd = [sys.executable, str(HERE / "naive_app.py"), "--registry", str(self.registry)]
+        cmd += ["--artifacts", self.artifacts, "--port", str(port)]
+        log = self.logs / "A.log"
+        with process(cmd, cpus=self.args.server_cpus, log=log, env=self.s3_env()) as proc:
+            wait_ready(proc, f"{base}/v2/health/ready", 120, log)
+            self._check(base)
+            stats = self.measure(base, timeout_s=60)()
+            rss = rss_bytes(proc.pid)
+        return ModeResult(
+            "A", "S3 fetch + load on every request", stats, 0.0, stats.rps, 0.0, rss / 2**20
+        )
+
+    def _check(self, base: str) -> None:
+        for spec in self.specs[:3]:
+            status = post(f"{base}/v2/models/{spec.name}/infer", spec.body())
+            if status != 200:
+                raise RuntimeError(f"{spec.name} answered {status} at {base}")
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    for tool in ("wrk", "taskset"):
+        if shutil.which(tool) is None:
+            print(f"needs {tool} (apt-get install wrk util-linux)", file=sys.stderr)
+            return 2
+    work = args.workdir or Path(tempfile.mkdtemp(prefix="modelyard-many-models-"))
+    bench = Bench(args, work)
+    started = dt.datetime.now(dt.UTC)
+    load_before = loadavg()
+    t0 = time.monotonic()
+    with bench.s3_server():
+        bench.push_fleet()
+        on_s3 = sum(bench.disk_bytes.values()) / 2**20
+        took = time.monotonic() - t0
+        print(
+            f"fleet: {len(bench.specs)} models, {on_s3:.1f} MiB on S3, in {took:.0f} s", flush=True
+        )
+        results: dict[str, ModeResult] = {}
+        results["C"] = bench.modelyard("C", "ModelYard, all preloaded", 64 * 2**30, True)
+        total = results["C"].extra["bytes_in_use"]
+        budget = int(args.budget * total)
+        print(f"C: {total / 2**20:.1f} MiB of models in RAM; B's budget {budget / 2**20:.1f} MiB")
+        results["B"] = bench.modelyard(
+            "B", f"ModelYard, RAM budget {args.budget:.0%} of model bytes", budget, False
+        )
+        print("B done", flush=True)
+        results["A"] = bench.naive()
+    results = {k: results[k] for k in ("A", "B", "C")}
+    load_after = loadavg()
+    sizes = results["C"].extra["sizes"]
+    weights = zipf_weights(len(bench.specs), args.zipf)
+    ceiling = static_ceiling(weights, [sizes.get(s.name, 1) for s in bench.specs], budget)
+    text = table(results)
+    notes = [
+        f"Fleet: {len(bench.specs)} models ({', '.join(f'{k} {n}' for k, n in _kinds(bench))}),"
+        f" {sum(bench.disk_bytes.values()) / 2**20:.1f} MiB on S3, {total / 2**20:.1f} MiB in "
+        f"RAM when all are loaded; B's budget {budget / 2**20:.1f} MiB "
+        f"(on-disk total = {sum(bench.disk_bytes.values()) / budget:.1f}x the budget).",
+        f"B's hit ratio {results['B'].hit_ratio:.3f} (LRU); static ceiling for this budget and "
+        f"mix {ceiling:.3f}; B's in-RAM bytes at the end "
+        f"{results['B'].extra['bytes_in_use'] / 2**20:.1f} MiB of its {budget / 2**20:.1f} MiB.",
+        f"C became ready in {results['C'].extra['ready_s']:.0f} s ({len(bench.specs)} fetches "
+        "from S3, loads and warm-ups).",
+        f"Load average (1/5/15 min): {load_before} at start, {load_after} at end (2 shared "
+        "cores: other work ran on this machine).",
+        *goals(results),
+    ]
+    print("\n" + text + "\n\n" + "\n".join(f"- {n}" for n in notes))
+    command = "python bench/many_models/run.py" + (" --quick" if args.quick else "")
+    section = "\n".join(
+        [
+            f"### {started:%Y-%m-%d %H:%M} UTC — `{command}`",
+            "",
+            f"- Machine: {machine()}.",
+            f"- {args.connections} connections, {args.warmup:g} s warm-up + {args.duration:g} s "
+            f"measured per mode, Zipf s = {args.zipf}, seed {args.seed}.",
+            *(f"- {n}" for n in notes),
+            "",
+            text,
+            "",
+        ]
+    )
+    out = ROOT / "bench" / "results" / "many_models_latest.json"
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_bytes(orjson.dumps(_json(results, notes, args), option=orjson.OPT_INDENT_2))
+    if args.record:
+        record(ROOT / "BENCHMARKS.md", section)
+        print(f"\nrecorded in BENCHMARKS.md and {out.relative_to(ROOT)}")
+    print(f"logs: {bench.logs}")
+    return 0
+
+
+def _kinds(bench: Bench) -> list[tuple[str, int]]:
+    counts: dict[str, int] = {}
+    for s in bench.specs:
+        counts[s.kind] = counts.get(s.kind, 0) + 1
+    return sorted(counts.items())
+
+
+def _json(results: dict[str, ModeResult], notes: list[str], args: Any) -> dict[str, Any]:
+    return {
+        "args": {k: str(v) for k, v in vars(args).items()},
+        "notes": notes,
+        "modes": {
+            k: {
+                "what": r.what,
+                **r.stats.as_dict(),
+                "rps": r.stats.rps,
+                "hit_ratio": r.hit_ratio,
+                "loads_per_s": r.loads_per_s,
+                "evictions_per_s": r.evictions_per_s,
+                "rss_mib": r.rss_mib,
+                **{x: y for x, y in r.extra.items() if x != "sizes"},
+            }
+            for k, r in results.items()
+        },
+    }
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

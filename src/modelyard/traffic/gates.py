@@ -1,0 +1,179 @@
+"""Rollout gates: judge a candidate against production in the same window (pure).
+
+A step of a rollout advances only when every gate passes: error-rate delta, p99 latency ratio,
+minimum request count, and optionally the output agreement of a shadow comparison. The inputs
+are counts merged from every replica's serving stats; nothing here reads a clock or a database.
+"""
+
+from __future__ import annotations
+
+import enum
+from dataclasses import dataclass
+from typing import Any
+
+from modelyard.traffic.spec import Gates
+
+
+class Verdict(enum.StrEnum):
+    PASS = "pass"
+    FAIL = "fail"
+    WAIT = "wait"
+
+
+@dataclass(frozen=True, slots=True)
+class RouteWindow:
+    """What one side (candidate or production) did in the window: counts and p99 latency."""
+
+    requests: int = 0
+    errors: int = 0
+    p99_s: float | None = None
+
+    @property
+    def error_rate(self) -> float:
+        return self.errors / self.requests if self.requests else 0.0
+
+    def to_json(self) -> dict[str, Any]:
+        return {"requests": self.requests, "errors": self.errors, "p99_s": self.p99_s}
+
+
+@dataclass(frozen=True, slots=True)
+class Agreement:
+    """Shadow comparison of the candidate with the primary: rows compared and rows that agreed."""
+
+    compared: int
+    agreed: int
+
+    @property
+    def rate(self) -> float:
+        return self.agreed / self.compared if self.compared else 0.0
+
+
+@dataclass(frozen=True, slots=True)
+class Check:
+    """One gate's outcome; ``value``/``limit`` are what was compared (None: not measurable)."""
+
+    name: str
+    verdict: Verdict
+    value: float | None
+    limit: float
+    detail: str
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "name": self.name,
+            "verdict": self.verdict.value,
+            "value": self.value,
+            "limit": self.limit,
+            "detail": self.detail,
+        }
+
+
+@dataclass(frozen=True, slots=True)
+class GateReport:
+    verdict: Verdict
+    checks: tuple[Check, ...]
+    candidate: RouteWindow
+    baseline: RouteWindow
+
+    @property
+    def reason(self) -> str:
+        """The failing checks (or, when waiting, what is awaited); empty when every gate passes."""
+        want = Verdict.FAIL if self.verdict is Verdict.FAIL else Verdict.WAIT
+        return "; ".join(c.detail for c in self.checks if c.verdict is want)
+
+
+def choose_baseline(
+    window: RouteWindow, stored: RouteWindow | None, min_requests: int
+) -> RouteWindow:
+    """Production's window, or the last one stored at a step change when production has too few
+    requests now (at a 100 % step it gets none)."""
+    if window.requests >= min_requests or stored is None:
+        return window
+    return stored
+
+
+def evaluate_gates(
+    gates: Gates,
+    candidate: RouteWindow,
+    baseline: RouteWindow,
+    agreement: Agreement | None = None,
+) -> GateReport:
+    """Judge the candidate against production in the same window.
+
+    FAIL when a gate is broken, WAIT while there is too little data to judge, PASS otherwise.
+    An error rate fails early, before ``min_requests``, once the errors already seen exceed the
+    allowed delta even if every remaining request up to ``min_requests`` succeeded.
+    """
+    enough = candidate.requests >= gates.min_requests and baseline.requests >= gates.min_requests
+    checks = [
+        _min_requests_check(gates, candidate, baseline),
+        _error_rate_check(gates, candidate, baseline, judged=enough),
+        _p99_check(gates, candidate, baseline, judged=enough),
+    ]
+    if gates.min_agreement is not None:
+        checks.append(_agreement_check(gates.min_agreement, gates.min_requests, agreement))
+    verdicts = {c.verdict for c in checks}
+    verdict = (
+        Verdict.FAIL
+        if Verdict.FAIL in verdicts
+        else Verdict.WAIT
+        if Verdict.WAIT in verdicts
+        else Verdict.PASS
+    )
+    return GateReport(verdict, tuple(checks), candidate, baseline)
+
+
+def _min_requests_check(gates: Gates, candidate: RouteWindow, baseline: RouteWindow) -> Check:
+    fewest = min(candidate.requests, baseline.requests)
+    ok = fewest >= gates.min_requests
+    return Check(
+        "min_requests",
+        Verdict.PASS if ok else Verdict.WAIT,
+        float(fewest),
+        float(gates.min_requests),
+        f"requests: candidate {candidate.requests}, production {baseline.requests} "
+        f"(need {gates.min_requests} each)",
+    )
+
+
+def _error_rate_check(
+    gates: Gates, candidate: RouteWindow, baseline: RouteWindow, *, judged: bool
+) -> Check:
+    limit = gates.max_error_rate_delta
+    base_rate = baseline.error_rate
+    if judged:
+        delta = candidate.error_rate - base_rate
+    else:
+        # The lowest error rate the candidate can still end up with at min_requests.
+        delta = candidate.errors / max(gates.min_requests, candidate.requests) - base_rate
+    detail = (
+        f"error rate {candidate.error_rate:.2%} vs production {base_rate:.2%} "
+        f"(delta {delta:+.2%}, max {limit:.2%})"
+    )
+    if delta > limit and (judged or baseline.requests >= gates.min_requests):
+        return Check("error_rate", Verdict.FAIL, delta, limit, detail)
+    return Check("error_rate", Verdict.PASS if judged else Verdict.WAIT, delta, limit, detail)
+
+
+def _p99_check(
+    gates: Gates, candidate: RouteWindow, baseline: RouteWindow, *, judged: bool
+) -> Check:
+    limit = gates.max_p99_ratio
+    if not judged or not candidate.p99_s or not baseline.p99_s:
+        return Check("p99_ratio", Verdict.WAIT, None, limit, "p99 latency: not enough requests")
+    ratio = candidate.p99_s / baseline.p99_s
+    detail = (
+        f"p99 latency {candidate.p99_s * 1e3:.1f} ms vs production {baseline.p99_s * 1e3:.1f} ms "
+        f"(ratio {ratio:.2f}, max {limit:g})"
+    )
+    return Check("p99_ratio", Verdict.FAIL if ratio > limit else Verdict.PASS, ratio, limit, detail)
+
+
+def _agreement_check(minimum: float, min_rows: int, agreement: Agreement | None) -> Check:
+    if agreement is None or agreement.compared < min_rows:
+        seen = 0 if agreement is None else agreement.compared
+        detail = f"shadow agreement: {seen} of {min_rows} comparisons needed"
+        return Check("agreement", Verdict.WAIT, None, minimum, detail)
+    detail = f"shadow agreement {agreement.rate:.1%} (min {minimum:.1%})"
+    verdict = Verdict.FAIL if agreement.rate < minimum else Verdict.PASS
+    return Check("agreement", verdict, agreement.rate, minimum, detail)

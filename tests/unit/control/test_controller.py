@@ -1,0 +1,260 @@
+"""The controller over a real (SQLite) registry, with a fake clock and stats rows written
+directly: starts, advances, promotes, rolls back, stands by without the lease, never
+overwrites an operator's decision."""
+
+from __future__ import annotations
+
+import pytest
+
+from modelyard.control import lease
+from modelyard.control.controller import Controller, evaluate_window, operate
+from modelyard.control.rollout_view import RegistryRolloutView
+from modelyard.control.store import list_events, load_rollout
+from modelyard.errors import FailedPreconditionError, InvalidInputError, NotFoundError
+from modelyard.traffic import rollout as policy
+from modelyard.traffic.gates import Verdict
+from modelyard.traffic.rollout import CANDIDATE_ROUTE, Status
+from modelyard.traffic.stats import SHADOW_ROUTE, RouteStats, StatsRow
+from modelyard.traffic.stats_store import write_rows
+from tests.unit.control.conftest import HOLD, INTERVAL, WALL0, Env, spec
+
+
+def test_first_round_starts_the_rollout(env: Env) -> None:
+    (decision,) = env.controller.round()
+    state = env.state()
+    assert (state.status, state.step, state.weight) == (Status.RUNNING, 0, 20.0)
+    assert state.candidate_version == 2
+    assert env.kinds() == ["rollout.started"]
+    assert decision.state == state
+    (waiting,) = env.controller.round()  # no stats yet: the reason says what it waits for
+    assert waiting.events == () and "waiting for min_requests" in env.state().reason
+    assert env.controller.round() == []  # nothing changed: nothing written
+
+
+def test_healthy_candidate_is_promoted_step_by_step(env: Env) -> None:
+    env.controller.round()
+    weights = [env.state().weight]
+    for _ in range(4):
+        env.clock.advance(HOLD)
+        env.healthy_interval()
+        env.controller.round()
+        weights.append(env.state().weight)
+    assert weights == [20, 50, 80, 100, 100]
+    assert env.state().status is Status.PROMOTED
+    assert env.registry.aliases("fraud")["production"] == 2
+    assert env.kinds() == ["rollout.started"] + ["rollout.advanced"] * 3 + ["rollout.promoted"]
+
+
+def test_a_step_does_not_advance_before_its_hold(env: Env) -> None:
+    env.controller.round()
+    env.clock.advance(HOLD / 2)
+    env.healthy_interval()
+    env.controller.round()
+    assert (env.state().step, env.state().reason) == (0, "step 1: holding")
+
+
+def test_erroring_candidate_rolls_back_at_once_with_the_reason(env: Env) -> None:
+    env.controller.round()
+    env.clock.advance(1)  # well inside the hold: failures do not wait for it
+    env.healthy_interval(errors=10)  # 5 %
+    assert env.controller.round()
+    state = env.state()
+    assert (state.status, state.weight) == (Status.ROLLED_BACK, 0.0)
+    assert "error rate 5.00%" in state.reason
+    events = list_events(env.registry, "fraud-ep")
+    assert events[-1].kind == "rollout.rolled_back"
+    assert "error rate" in events[-1].message
+    assert env.registry.aliases("fraud")["production"] == 1
+    assert env.controller.round() == []  # stays rolled back
+
+
+def test_slow_candidate_rolls_back(env: Env) -> None:
+    env.controller.round()
+    env.clock.advance(HOLD)
+    env.healthy_interval()
+    env.controller.round()  # step 2
+    env.clock.advance(1)
+    env.healthy_interval(latency_s=0.030)
+    env.controller.round()
+    state = env.state()
+    assert (state.status, state.step) == (Status.ROLLED_BACK, 1)
+    assert "p99" in state.reason and "ratio 2.8" in state.reason
+
+
+def test_stats_of_other_routes_versions_and_earlier_steps_are_ignored(env: Env) -> None:
+    env.controller.round()
+    # Before this step began: not in its window.
+    env.stats(CANDIDATE_ROUTE, 2, requests=200, errors=200, at=WALL0 - 2 * INTERVAL)
+    env.clock.advance(HOLD)
+    # Fallback answers for the candidate's failures carry route "fallback": not the candidate.
+    env.stats("fallback", 1, requests=50, errors=50)
+    # Another version on the candidate route (e.g. the alias moved; not the one judged).
+    env.stats(CANDIDATE_ROUTE, 3, requests=50, errors=50)
+    env.stats(SHADOW_ROUTE, 2, requests=500, errors=500)
+    env.healthy_interval()
+    env.controller.round()
+    assert (env.state().status, env.state().step) == (Status.RUNNING, 1)
+
+
+def test_replicas_are_merged(env: Env) -> None:
+    env.controller.round()
+    env.clock.advance(HOLD)
+    # 60 + 60 candidate requests: only together above min_requests (100).
+    env.stats(CANDIDATE_ROUTE, 2, requests=60, replica="r1")
+    env.stats(CANDIDATE_ROUTE, 2, requests=60, replica="r2")
+    env.stats("stable", 1, requests=400)
+    report = evaluate_window(env.registry, env.endpoints.get("fraud-ep").spec, env.state(), 10)
+    assert report.report.candidate.requests == 120
+    assert report.report.verdict is Verdict.PASS
+
+
+def test_full_step_uses_the_last_production_baseline(env: Env) -> None:
+    env.controller.round()
+    for _ in range(3):
+        env.clock.advance(HOLD)
+        env.healthy_interval()
+        env.controller.round()
+    assert env.state().weight == 100
+    assert env.state().baseline is not None
+    env.clock.advance(HOLD)
+    env.stats(CANDIDATE_ROUTE, 2, requests=500)  # production gets nothing at 100 %
+    env.controller.round()
+    assert env.state().status is Status.PROMOTED
+
+
+def test_agreement_gate_uses_the_candidates_shadow(env: Env) -> None:
+    env.endpoints.apply(spec(gates={"min_requests": 100, "min_agreement": 0.95}))
+    env.controller.round()
+    env.clock.advance(HOLD)
+    env.healthy_interval()
+    env.controller.round()
+    assert env.state().step == 0 and "waiting for agreement" in env.state().reason
+    shadow = RouteStats()
+    shadow.shadow_stats().compared, shadow.shadow_stats().agreed = 200, 150
+    start = env.clock.wall() // INTERVAL * INTERVAL
+    write_rows(
+        env.registry, [StatsRow("r1", start, "fraud-ep", SHADOW_ROUTE, "fraud", 2, shadow)], 10
+    )
+    env.controller.round()
+    assert env.state().status is Status.ROLLED_BACK
+    assert "agreement 75.0%" in env.state().reason
+
+
+def test_a_new_candidate_version_restarts_the_rollout(env: Env) -> None:
+    env.controller.round()
+    env.clock.advance(1)
+    env.healthy_interval(errors=50)
+    env.controller.round()
+    assert env.state().status is Status.ROLLED_BACK
+    env.registry.set_alias("fraud", "candidate", 3)
+    env.controller.round()
+    state = env.state()
+    assert (state.status, state.step, state.candidate_version) == (Status.RUNNING, 0, 3)
+
+
+def test_spec_changes(env: Env) -> None:
+    env.controller.round()
+    env.clock.advance(HOLD)
+    env.healthy_interval()
+    env.controller.round()
+    assert env.state().step == 1
+    # A change outside the rollout section keeps the rollout where it is ...
+    env.endpoints.apply({**spec(), "timeout_ms": 100})
+    env.controller.round()
+    assert env.state().step == 1
+    # ... a new rollout section starts over.
+    env.endpoints.apply(spec(steps=[{"weight": 10, "hold_s": 5}, {"weight": 100, "hold_s": 5}]))
+    env.controller.round()
+    assert (env.state().step, env.state().weight) == (0, 10)
+
+
+def test_candidate_already_production(env: Env) -> None:
+    env.registry.set_alias("fraud", "candidate", 1)
+    env.controller.round()
+    assert env.state().status is Status.PROMOTED
+    assert env.kinds() == ["rollout.promoted"]
+
+
+def test_missing_candidate_is_logged_not_fatal(env: Env) -> None:
+    env.registry.delete_alias("fraud", "candidate")
+    assert env.controller.round() == []
+    assert load_rollout(env.registry, "fraud-ep") is None
+
+
+def test_only_the_lease_holder_acts(env: Env) -> None:
+    standby = Controller(env.registry, holder="c2", interval_s=1, stats_interval_s=INTERVAL)
+    assert env.controller.round()
+    assert env.controller.leader
+    assert standby.round() == [] and not standby.leader
+    assert lease.holder_of(env.registry, lease.CONTROLLER_LEASE) == "c1"
+    # The leader dies (stops renewing): the standby takes over once the lease expires.
+    env.clock.advance(env.controller.lease_ttl_s + 1)
+    env.healthy_interval()
+    standby.round()
+    assert standby.leader
+    # A clean shutdown hands over at once.
+    standby.release()
+    assert lease.holder_of(env.registry, lease.CONTROLLER_LEASE) is None
+
+
+def test_a_decision_never_overwrites_an_operators(env: Env) -> None:
+    env.controller.round()
+    stale = load_rollout(env.registry, "fraud-ep")
+    operate(env.registry, "fraud-ep", "pause")
+    env.clock.advance(1)
+    endpoint = env.endpoints.get("fraud-ep").spec
+    assert stale is not None and endpoint.rollout is not None
+    decision = policy.abort(stale.state, env.clock.wall(), "late")
+    assert env.controller.apply(endpoint, stale, decision) is None
+    assert env.state().status is Status.PAUSED
+
+
+# ---- operator commands ---------------------------------------------------------------------------
+def test_operate(env: Env) -> None:
+    with pytest.raises(FailedPreconditionError, match="not started"):
+        operate(env.registry, "fraud-ep", "pause")
+    env.controller.round()
+    assert operate(env.registry, "fraud-ep", "pause").state.status is Status.PAUSED
+    env.clock.advance(HOLD)
+    env.healthy_interval()
+    env.controller.round()
+    assert env.state().step == 0  # paused: no advance
+    assert operate(env.registry, "fraud-ep", "resume").state.status is Status.RUNNING
+    d = operate(env.registry, "fraud-ep", "abort", "bad idea")
+    assert (d.state.status, d.state.reason) == (Status.ABORTED, "bad idea")
+    operate(env.registry, "fraud-ep", "resume")
+    env.clock.advance(1)  # events are listed by time
+    d = operate(env.registry, "fraud-ep", "promote")
+    assert d.state.status is Status.PROMOTED
+    assert env.registry.aliases("fraud")["production"] == 2
+    assert env.kinds()[-1] == "rollout.promoted"
+    with pytest.raises(FailedPreconditionError, match="already promoted"):
+        operate(env.registry, "fraud-ep", "promote")
+
+
+def test_operate_errors(env: Env) -> None:
+    with pytest.raises(InvalidInputError, match="action"):
+        operate(env.registry, "fraud-ep", "explode")
+    with pytest.raises(NotFoundError, match="nope"):
+        operate(env.registry, "nope", "pause")
+    env.endpoints.apply({**spec(), "rollout": None})
+    with pytest.raises(FailedPreconditionError, match="no rollout"):
+        operate(env.registry, "fraud-ep", "pause")
+
+
+# ---- the view ------------------------------------------------------------------------------------
+def test_view_follows_the_stored_state(env: Env) -> None:
+    view = RegistryRolloutView(env.registry, refresh_s=1)
+    view.refresh()
+    assert view.weights("fraud-ep") is None
+    env.controller.round()
+    view.refresh()
+    assert view.weights("fraud-ep") == {"stable": 80.0, CANDIDATE_ROUTE: 20.0}
+    state = view.state("fraud-ep")
+    assert state is not None and state.status is Status.RUNNING
+    env.clock.advance(1)
+    env.healthy_interval(errors=100)
+    env.controller.round()
+    view.refresh()
+    assert view.weights("fraud-ep") is None  # rolled back: the spec's routes only
+    assert view.weights("unknown") is None

@@ -1,0 +1,259 @@
+"""EndpointStore on a real SQLite registry: apply/get/list/delete, revisions, the change
+counter, and validation against the registry (every problem listed, nothing half-applied)."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import pytest
+
+from modelyard.errors import FailedPreconditionError, InvalidInputError, NotFoundError
+from modelyard.registry.endpoints import EndpointNotFoundError, EndpointStore, spec_doc
+from modelyard.registry.registry import Registry
+from modelyard.traffic.spec import parse_spec
+
+
+def doc(**extra: Any) -> dict[str, Any]:
+    base: dict[str, Any] = {
+        "name": "fraud",
+        "routes": [
+            {"name": "a", "model": "ident", "version": 1, "weight": 50},
+            {"name": "b", "model": "ident", "version": 2, "weight": 50},
+        ],
+    }
+    return {**base, **extra}
+
+
+@pytest.fixture
+def store(registry: Registry) -> EndpointStore:
+    return EndpointStore(registry)
+
+
+def events(registry: Registry) -> list[tuple[str, str, str]]:
+    with registry.store.transaction(write=False) as tx:
+        rows = tx.execute("SELECT kind, subject, data FROM events ORDER BY ts, kind").rows
+    return [(str(r[0]), str(r[1]), str(r[2])) for r in rows]
+
+
+def test_apply_creates_then_revises(store: EndpointStore, registry: Registry) -> None:
+    seq0 = store.revision()
+    first = store.apply(doc())
+    assert (first.name, first.revision) == ("fraud", 1)
+    assert store.revision() == seq0 + 1
+    second = store.apply(doc(sticky_key="x-user-id"))
+    assert second.revision == 2 and second.created_at == first.created_at
+    assert store.revision() == seq0 + 2
+    got = store.get("fraud")
+    assert got.spec.sticky_key == "x-user-id" and got.revision == 2
+    assert [e[0] for e in events(registry)] == ["endpoint.applied", "endpoint.applied"]
+    assert json.loads(events(registry)[-1][2]) == {"revision": 2}
+
+
+def test_list_is_sorted_by_name(store: EndpointStore) -> None:
+    store.apply(doc(name="zeta"))
+    store.apply(doc(name="alpha"))
+    assert [r.name for r in store.list()] == ["alpha", "zeta"]
+
+
+def test_delete(store: EndpointStore) -> None:
+    store.apply(doc())
+    seq = store.revision()
+    store.delete("fraud")
+    assert store.revision() == seq + 1
+    assert store.list() == []
+    with pytest.raises(EndpointNotFoundError, match="'fraud' not found"):
+        store.get("fraud")
+    with pytest.raises(EndpointNotFoundError):
+        store.delete("fraud")
+
+
+def test_a_recreated_endpoint_starts_again_at_revision_one(store: EndpointStore) -> None:
+    store.apply(doc())
+    store.apply(doc())
+    store.delete("fraud")
+    assert store.apply(doc()).revision == 1
+
+
+def test_spec_round_trips_through_the_registry(store: EndpointStore) -> None:
+    full = doc(
+        sticky_key="user",
+        timeout_ms=50,
+        fallback={
+            "on": ["timeout", "error"],
+            "chain": [
+                {"kind": "model", "model": "linear"},
+                {"kind": "last_good"},
+                {
+                    "kind": "static",
+                    "outputs": {"y": {"datatype": "FP32", "shape": [1], "data": [0]}},
+                },
+            ],
+        },
+        hedging={"delay_ms": 10},
+        cache={"ttl_s": 5},
+    )
+    record = store.apply(full)
+    assert store.get("fraud").spec == record.spec == parse_spec(full)
+    assert spec_doc(record.spec)["fallback"]["on"] == ["error", "timeout"]
+    assert "cascade" not in spec_doc(record.spec)  # unset parts are left out
+
+
+@pytest.mark.parametrize(
+    ("change", "fragments"),
+    [
+        (
+            {"routes": [{"name": "a", "model": "nope", "weight": 100}]},
+            ["routes.0 (a)", "model 'nope' not found"],
+        ),
+        (
+            {"routes": [{"name": "a", "model": "ident", "version": 9, "weight": 100}]},
+            ["routes.0 (a)", "9"],
+        ),
+        (
+            {"routes": [{"name": "a", "model": "ident", "version": "beta", "weight": 100}]},
+            ["routes.0 (a)", "no alias 'beta'"],
+        ),
+        (
+            {"fallback": {"chain": [{"kind": "model", "model": "ghost"}]}},
+            ["fallback.chain.0", "ghost"],
+        ),
+        (
+            {
+                "rollout": {
+                    "candidate": {"model": "ident", "version": "candidate"},
+                    "steps": [{"weight": 50}],
+                }
+            },
+            ["rollout.candidate", "no alias 'candidate'"],
+        ),
+        (
+            {"shadows": [{"model": "shadowy"}]},
+            ["shadows.0", "shadowy"],
+        ),
+    ],
+)
+def test_unknown_models_are_not_found_and_name_the_field(
+    store: EndpointStore, change: dict[str, Any], fragments: list[str]
+) -> None:
+    with pytest.raises(NotFoundError) as info:
+        store.apply(doc(**change))
+    for fragment in fragments:
+        assert fragment in info.value.message
+    assert store.list() == []
+
+
+@pytest.mark.parametrize(
+    ("change", "fragment"),
+    [
+        (
+            {
+                "routes": [
+                    {"name": "a", "model": "ident", "weight": 60},
+                    {"name": "b", "model": "ident", "weight": 30},
+                ]
+            },
+            "route weights must sum to 100, got 90",
+        ),
+        (
+            {
+                "cascade": {
+                    "first": {"model": "ident"},
+                    "then": {"model": "linear"},
+                    "threshold": 1.5,
+                }
+            },
+            "cascade.threshold",
+        ),
+        ({"timeout_ms": 0}, "timeout_ms"),
+        ({"hedging": {"max_fraction": 2}}, "hedging.max_fraction"),
+        ({"name": "bad name!"}, "endpoint name"),
+        ({"sticky_key": " "}, "sticky_key: must not be empty"),
+        (
+            {
+                "cascade": {
+                    "first": {"model": "linear"},
+                    "then": {"model": "ident"},
+                    "output": "output",
+                    "threshold": 0.5,
+                }
+            },
+            "cascade.first: model 'linear' is served by no route",
+        ),
+        (
+            {
+                "cascade": {
+                    "first": {"model": "ident"},
+                    "then": {"model": "linear"},
+                    "output": "probabilities",
+                    "threshold": 0.5,
+                }
+            },
+            "has no output 'probabilities'",
+        ),
+        (
+            {
+                "fallback": {
+                    "chain": [
+                        {
+                            "kind": "static",
+                            "outputs": {"y": {"datatype": "FP32", "shape": [2], "data": [1]}},
+                        }
+                    ]
+                }
+            },
+            "fallback.chain.0.outputs.y.data",
+        ),
+    ],
+)
+def test_invalid_specs_are_refused_with_the_field_named(
+    store: EndpointStore, change: dict[str, Any], fragment: str
+) -> None:
+    with pytest.raises(InvalidInputError) as info:
+        store.apply(doc(**change))
+    assert fragment in info.value.message
+    assert store.list() == []
+
+
+def test_every_problem_is_listed_at_once(store: EndpointStore) -> None:
+    bad = doc(
+        routes=[{"name": "a", "model": "nope", "weight": 100}],
+        sticky_key="",
+        fallback={"chain": [{"kind": "model", "model": "ghost"}]},
+    )
+    with pytest.raises(InvalidInputError) as info:
+        store.apply(bad)
+    message = info.value.message
+    assert "sticky_key" in message and "'nope'" in message and "'ghost'" in message
+
+
+def test_a_refused_apply_leaves_the_previous_revision(store: EndpointStore) -> None:
+    store.apply(doc())
+    seq = store.revision()
+    with pytest.raises(NotFoundError):
+        store.apply(doc(routes=[{"name": "a", "model": "nope", "weight": 100}]))
+    record = store.get("fraud")
+    assert record.revision == 1 and len(record.spec.routes) == 2
+    assert store.revision() == seq
+
+
+def test_endpoint_may_share_a_models_name(store: EndpointStore) -> None:
+    record = store.apply(doc(name="ident"))  # the endpoint wins for /v2/models/ident/infer
+    assert record.name == "ident"
+
+
+def test_unreadable_stored_specs(store: EndpointStore, registry: Registry) -> None:
+    store.apply(doc())
+    with registry.store.transaction() as tx:
+        tx.execute(
+            "INSERT INTO endpoints (name, spec, revision, created_at, updated_at) "
+            'VALUES (\'broken\', \'{"name": "broken", "routes": []}\', 1, 0, 0)'
+        )
+    with pytest.raises(FailedPreconditionError, match="stored endpoint 'broken'"):
+        store.list()
+    assert [r.name for r in store.list(skip_invalid=True)] == ["fraud"]
+
+
+def test_invalid_names_are_refused(store: EndpointStore) -> None:
+    with pytest.raises(InvalidInputError, match="endpoint name"):
+        store.get("../x")
