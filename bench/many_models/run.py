@@ -3,17 +3,23 @@ budget 25 % of the model bytes), C (ModelYard, everything preloaded). See README
 
     .venv/bin/python bench/many_models/run.py            # 200 models, 20 s per mode, records
     .venv/bin/python bench/many_models/run.py --quick    # 40 models, 5 s per mode, no record
+
+B runs once per eviction policy in ``--policies`` (default: gdsf, then lru for comparison);
+the first is the "B" the goals are checked on, the others are labelled ``B-<policy>``.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import datetime as dt
 import os
 import shutil
+import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -25,6 +31,7 @@ import orjson  # noqa: E402
 from load import run_wrk, zipf_script  # noqa: E402
 from models import ModelSpec, build, fleet, zipf_weights  # noqa: E402
 from procs import (  # noqa: E402
+    cpu_seconds,
     free_port,
     get_json,
     loadavg,
@@ -62,7 +69,17 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--client-cpus", default="1")
     p.add_argument("--workdir", type=Path, default=None, help="default: a fresh temp dir")
     p.add_argument("--record", action=argparse.BooleanOptionalAction, default=None)
+    p.add_argument(
+        "--policies", default="gdsf,lru", help="B's cache policies (first = the goals' B)"
+    )
+    p.add_argument("--no-naive", action="store_true", help="skip A (no goals vs A, no record)")
+    p.add_argument(
+        "--py-spy", action="store_true", help="profile B's servers (py-spy, logs/B-*.txt)"
+    )
     args = p.parse_args(argv)
+    args.policies = [x.strip() for x in args.policies.split(",") if x.strip()]
+    if args.no_naive or args.py_spy:
+        args.record = False
     if args.quick:
         args.models, args.duration, args.warmup = 40, 5.0, 3.0
     if args.record is None:
@@ -135,7 +152,9 @@ class Bench:
             go(a.warmup)
         return lambda: go(a.duration)
 
-    def modelyard(self, mode: str, what: str, cache_bytes: int, preload: bool) -> ModeResult:
+    def modelyard(
+        self, mode: str, what: str, cache_bytes: int, preload: bool, policy: str = "gdsf"
+    ) -> ModeResult:
         port = free_port()
         base = f"http://127.0.0.1:{port}"
         env = {
@@ -143,6 +162,7 @@ class Bench:
             "MODELYARD_CACHE_BYTES": str(cache_bytes),
             "MODELYARD_LOCAL_CACHE_DIR": str(self.work / "disk"),
             "MODELYARD_LOG_LEVEL": "warning",
+            "MODELYARD_CACHE_POLICY": policy,
         }
         if preload:
             env["MODELYARD_PRELOAD"] = ",".join(s.name for s in self.specs)
@@ -154,7 +174,10 @@ class Bench:
             self._check(base)
             measured = self.measure(base, timeout_s=10)
             before = get_json(f"{base}/v2/fleet/cache")
-            stats = measured()
+            cpu0 = cpu_seconds(proc.pid)
+            with self.profiled(mode, proc.pid):
+                stats = measured()
+            cpu = cpu_seconds(proc.pid) - cpu0
             after = get_json(f"{base}/v2/fleet/cache")
             rss = rss_bytes(proc.pid)
         delta = cache_delta(before, after, stats.duration_s)
@@ -164,6 +187,9 @@ class Bench:
             "bytes_in_use": after["bytes_in_use"],
             "sizes": sizes,
             "budget_bytes": cache_bytes,
+            "policy": policy,
+            "cpu_s": cpu,
+            "load_s": after["stats"]["load_seconds_total"] - before["stats"]["load_seconds_total"],
             "disk": after["disk"],
         }
         return ModeResult(
@@ -176,6 +202,24 @@ class Bench:
             rss / 2**20,
             extra,
         )
+
+    @contextlib.contextmanager
+    def profiled(self, mode: str, pid: int) -> Iterator[None]:
+        """With ``--py-spy``, samples B's server during the measured run (logs/B*-py-spy.txt,
+        py-spy's raw format: one folded stack and its count per line)."""
+        if not (self.args.py_spy and mode.startswith("B")):
+            yield
+            return
+        py_spy = str(Path(sys.executable).parent / "py-spy")
+        out = self.logs / f"{mode}-py-spy.txt"
+        cmd = [py_spy, "record", "--pid", str(pid), "-f", "raw", "-r", "100", "-o", str(out)]
+        cmd += ["--duration", str(int(self.args.duration)), "--nonblocking"]
+        spy = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        try:
+            yield
+        finally:
+            spy.wait(60)
+        print(f"{mode}: py-spy profile in {out}", flush=True)
 
     def naive(self) -> ModeResult:
         port = free_port()
@@ -222,12 +266,15 @@ def main(argv: list[str] | None = None) -> int:
         total = results["C"].extra["bytes_in_use"]
         budget = int(args.budget * total)
         print(f"C: {total / 2**20:.1f} MiB of models in RAM; B's budget {budget / 2**20:.1f} MiB")
-        results["B"] = bench.modelyard(
-            "B", f"ModelYard, RAM budget {args.budget:.0%} of model bytes", budget, False
-        )
-        print("B done", flush=True)
-        results["A"] = bench.naive()
-    results = {k: results[k] for k in ("A", "B", "C")}
+        for i, policy in enumerate(args.policies):
+            mode = "B" if i == 0 else f"B-{policy}"
+            what = f"ModelYard, RAM budget {args.budget:.0%} of model bytes, {policy.upper()}"
+            results[mode] = bench.modelyard(mode, what, budget, False, policy)
+            print(f"{mode} done", flush=True)
+        if not args.no_naive:
+            results["A"] = bench.naive()
+    order = ["A", "B", *(f"B-{p}" for p in args.policies[1:]), "C"]
+    results = {k: results[k] for k in order if k in results}
     load_after = loadavg()
     sizes = results["C"].extra["sizes"]
     weights = zipf_weights(len(bench.specs), args.zipf)
@@ -238,14 +285,12 @@ def main(argv: list[str] | None = None) -> int:
         f" {sum(bench.disk_bytes.values()) / 2**20:.1f} MiB on S3, {total / 2**20:.1f} MiB in "
         f"RAM when all are loaded; B's budget {budget / 2**20:.1f} MiB "
         f"(on-disk total = {sum(bench.disk_bytes.values()) / budget:.1f}x the budget).",
-        f"B's hit ratio {results['B'].hit_ratio:.3f} (LRU); static ceiling for this budget and "
-        f"mix {ceiling:.3f}; B's in-RAM bytes at the end "
-        f"{results['B'].extra['bytes_in_use'] / 2**20:.1f} MiB of its {budget / 2**20:.1f} MiB.",
+        *_hit_notes(results, ceiling, budget),
         f"C became ready in {results['C'].extra['ready_s']:.0f} s ({len(bench.specs)} fetches "
         "from S3, loads and warm-ups).",
         f"Load average (1/5/15 min): {load_before} at start, {load_after} at end (2 shared "
         "cores: other work ran on this machine).",
-        *goals(results),
+        *(goals(results) if "A" in results else []),
     ]
     print("\n" + text + "\n\n" + "\n".join(f"- {n}" for n in notes))
     command = "python bench/many_models/run.py" + (" --quick" if args.quick else "")
@@ -270,6 +315,26 @@ def main(argv: list[str] | None = None) -> int:
         print(f"\nrecorded in BENCHMARKS.md and {out.relative_to(ROOT)}")
     print(f"logs: {bench.logs}")
     return 0
+
+
+def _hit_notes(results: dict[str, ModeResult], ceiling: float, budget: int) -> list[str]:
+    notes = []
+    for mode, r in results.items():
+        if mode.startswith("B"):
+            d = r.stats.duration_s
+            per_load = r.extra["load_s"] / (r.loads_per_s * d) * 1e3 if r.loads_per_s else 0.0
+            notes.append(
+                f"{mode}'s hit ratio {r.hit_ratio:.3f} ({r.extra['policy'].upper()}), "
+                f"{r.loads_per_s:.0f} loads/s of {per_load:.1f} ms each (wall, load + warm-up), "
+                f"{r.extra['load_s'] / d:.0%} of the time in loads; server CPU "
+                f"{r.extra['cpu_s'] / d:.0%} of one core; in-RAM bytes at the end "
+                f"{r.extra['bytes_in_use'] / 2**20:.1f} MiB of its {budget / 2**20:.1f} MiB."
+            )
+    c = results.get("C")
+    if c is not None:
+        notes.append(f"C's server CPU {c.extra['cpu_s'] / c.stats.duration_s:.0%} of one core.")
+    notes.append(f"Static ceiling of the hit ratio for this budget and mix: {ceiling:.3f}.")
+    return notes
 
 
 def _kinds(bench: Bench) -> list[tuple[str, int]]:

@@ -257,6 +257,9 @@ def _register_features() -> None:
 
     for module in (cli_fleet, cli_jobs, cli_monitoring, cli_traffic):
         module.register(main)
+    from modelyard.bench.cli import bench_command
+
+    main.add_command(bench_command)
 
 
 _register_features()

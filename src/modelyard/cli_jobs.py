@@ -12,6 +12,8 @@ from modelyard.settings import Settings
 def register(group: click.Group) -> None:
     """Add this module's commands to the ``modelyard`` group."""
     group.add_command(batch)
+    group.add_command(stream)
+    group.add_command(materialize)
 
 
 # ---- batch ------------------------------------------------------------------------------------
@@ -185,3 +187,179 @@ def storage_options(settings: Settings) -> dict[str, object]:
     if settings.s3_secret:
         options["secret"] = settings.s3_secret
     return options
+
+
+# ---- stream and materialize -------------------------------------------------------------------
+@click.command(short_help="Score a broker stream into another, at least once.")
+@click.argument("model", metavar="NAME[@ALIAS|:VERSION]")
+@click.option(
+    "--source",
+    metavar="URL",
+    required=True,
+    help="redis://HOST:PORT/DB?stream=S, nats://HOST:PORT?subject=S&stream=X or "
+    "kafka://HOST:PORT?topic=T.",
+)
+@click.option("--sink", metavar="URL", required=True, help="Where results go (same URL forms).")
+@click.option(
+    "--dead-letter",
+    metavar="URL",
+    default=None,
+    help="Where poison messages go, with their error. Default: the source's stream, subject "
+    "or topic + '.dead-letter'.",
+)
+@click.option("--group", default=None, help="Consumer group. Default: modelyard-NAME.")
+@click.option(
+    "--consumer",
+    default=None,
+    help="This member's name in the group (keep it across restarts). Default: the host name.",
+)
+@click.option(
+    "--max-in-flight",
+    type=int,
+    default=512,
+    show_default=True,
+    help="Messages fetched and not yet acknowledged, at most (backpressure).",
+)
+@click.option(
+    "--batch",
+    "batch_size",
+    type=int,
+    default=64,
+    show_default=True,
+    help="Messages per fetch, scored together (the model's batcher merges them).",
+)
+@click.option(
+    "--metrics-port", type=int, default=None, help="Serve Prometheus /metrics on this port."
+)
+@click.option(
+    "--lag-interval",
+    type=float,
+    default=10.0,
+    show_default=True,
+    help="Seconds between consumer-lag log lines.",
+)
+@registry_option
+def stream(
+    model: str,
+    source: str,
+    sink: str,
+    dead_letter: str | None,
+    group: str | None,
+    consumer: str | None,
+    max_in_flight: int,
+    batch_size: int,
+    metrics_port: int | None,
+    lag_interval: float,
+    registry: str | None,
+) -> None:
+    """Consume --source, score every message with MODEL and write the results to --sink.
+    A message is acknowledged only after its result (or dead letter) is written; SIGTERM
+    finishes what is in flight first. Messages: {"id": ..., "inputs": {NAME: rows}} or a V2
+    request body; results: {"id", "model", "version", "outputs"}.
+    """
+    import asyncio
+
+    from modelyard.app import build_app
+    from modelyard.cli_predict import parse_model_ref
+    from modelyard.jobs.stream import StreamOptions
+    from modelyard.jobs.stream_run import StreamJob, run_stream
+    from modelyard.monitoring.logs import configure_logging
+
+    name, ref = parse_model_ref(model)
+    settings = load_cli_settings(registry=registry)
+    job = StreamJob(
+        model=name,
+        ref=None if ref is None else str(ref),
+        source=source,
+        sink=sink,
+        dead_letter=dead_letter,
+        group=group,
+        consumer=consumer,
+        options=StreamOptions(
+            max_in_flight=max_in_flight, batch=batch_size, lag_interval_s=lag_interval
+        ),
+        metrics_port=metrics_port,
+    )
+    configure_logging(settings)
+    app = build_app(settings, features=False)
+    try:
+        stats = asyncio.run(run_stream(app, job))
+    finally:
+        app.close()
+    click.echo(
+        f"stream stopped: {stats.scored:,} scored, {stats.dead_lettered:,} dead-lettered, "
+        f"{stats.left_unacked:,} left for redelivery"
+    )
+
+
+@click.command(short_help="Precompute predictions for a bounded input domain into a table.")
+@click.argument("model", metavar="NAME[@ALIAS|:VERSION]")
+@click.option(
+    "--input",
+    "input_",
+    metavar="KEYS",
+    required=True,
+    help="The rows: a Parquet or CSV file or directory (local, s3://), a .json file or "
+    "inline JSON text holding a list of row objects.",
+)
+@click.option("--table", required=True, help="SQL table to upsert into (created when missing).")
+@click.option(
+    "--db",
+    metavar="URL",
+    default=None,
+    help="sqlite:///PATH, postgresql://... or a file path. Default: the registry's database.",
+)
+@click.option("--key", default="id", show_default=True, help="The column that names a row.")
+@click.option(
+    "--columns",
+    "columns",
+    metavar="[INPUT:]COLUMNS",
+    multiple=True,
+    help="Columns that feed a model input, in order (as for modelyard batch).",
+)
+@click.option("--batch-rows", type=int, default=8192, show_default=True)
+@registry_option
+def materialize(
+    model: str,
+    input_: str,
+    table: str,
+    db: str | None,
+    key: str,
+    columns: tuple[str, ...],
+    batch_rows: int,
+    registry: str | None,
+) -> None:
+    """Score every row of --input with MODEL and upsert the predictions into --table, one
+    row per key, stamped with the model and version. Rerun to refresh; an endpoint route
+    with `materialized: {table: ...}` serves the rows.
+    """
+    from modelyard.cli_common import open_registry
+    from modelyard.cli_predict import parse_model_ref
+    from modelyard.jobs.materialize import MaterializeJob
+    from modelyard.jobs.materialize import materialize as run_materialize
+    from modelyard.jobs.scoring import LocalScorer
+    from modelyard.traffic.materialized import db_store
+
+    name, ref = parse_model_ref(model)
+    settings = load_cli_settings(registry=registry)
+    job = MaterializeJob(
+        input=input_,
+        table=table,
+        key=key,
+        columns=_columns_option(columns),
+        batch_rows=batch_rows,
+        storage_options=storage_options(settings),
+    )
+    with open_registry(settings) as reg:
+        store = reg.store if db is None else db_store(db)
+        scorer = LocalScorer(settings, name, ref)
+        try:
+            result = run_materialize(job, scorer, store, clock=reg.clock)
+        finally:
+            scorer.close()
+            if db is not None:
+                store.close()
+    click.echo(
+        f"{result.model}:{result.version}: {result.rows:,} rows upserted into {result.table} "
+        f"({result.db}) in {result.seconds:.1f} s"
+    )

@@ -80,6 +80,13 @@ class Settings(BaseSettings):
     cache_bytes: int = Field(
         default=4 * 1024**3, ge=1, description="Byte budget of the model cache (loaded runtimes)."
     )
+    cache_policy: str = Field(
+        default="gdsf",
+        pattern="^(lru|gdsf)$",
+        description="Which loaded models the cache evicts first when over budget: gdsf "
+        "(Greedy-Dual-Size-Frequency: fewest requests x reload seconds per byte, aged) or lru "
+        "(least recently used).",
+    )
     idle_unload_s: float | None = Field(
         default=None, gt=0, description="Unload a model after this long without requests."
     )
@@ -173,6 +180,10 @@ class Settings(BaseSettings):
         ge=1,
         description="Distinct values one metric label (endpoint, model, version, route) keeps "
         "per process; later values are exported as '_other'.",
+    )
+    ui: bool = Field(
+        default=True,
+        description="Serve the read-only dashboard on /ui (models, endpoints, live charts).",
     )
     tracing: bool = Field(default=False, description="Emit OpenTelemetry traces.")
     otlp_endpoint: str | None = Field(

@@ -98,6 +98,8 @@ class Batcher:
         self._in_flight = 0
         self._timer: asyncio.TimerHandle | None = None
         self._latency: float | None = None
+        self._last_arrival: float | None = None
+        self._arrival_gap: float | None = None  # EWMA of the time between requests
         self.stats = BatcherStats()
 
     async def submit(
@@ -116,6 +118,9 @@ class Batcher:
             self._clock.monotonic(),
             deadline,
         )
+        if self._last_arrival is not None:
+            self._arrival_gap = ewma(self._arrival_gap, pending.enqueued_at - self._last_arrival)
+        self._last_arrival = pending.enqueued_at
         self._queue.append(pending)
         self._queued_rows += rows
         self.stats.requests += 1
@@ -144,6 +149,7 @@ class Batcher:
                 oldest_age_s=self._clock.monotonic() - oldest,
                 batches_in_flight=self._in_flight,
                 config=self.config,
+                arrival_gap_s=self._arrival_gap,
             )
             if not decision.flush:
                 if decision.wait_s is not None and self._timer is None:

@@ -6,9 +6,10 @@ await. A miss joins the single in-progress load of that key, a :class:`concurren
 that coroutines await through :func:`asyncio.wrap_future` and threads block on.
 
 Loads run on an executor: ``loader(key)`` (fetch files, construct, ``runtime.load()``), then
-``runtime.warmup()``, then ``runtime.memory_bytes()`` sizes the entry. Least recently used entries
-are evicted until the budget holds; entries with leases in flight and pinned entries are never
-evicted, so the cache may stay over budget until those leases end (requests never wait for room).
+``runtime.warmup()``, then ``runtime.memory_bytes()`` sizes the entry. Entries are evicted in the
+order of the eviction policy (``gdsf`` by default, ``lru``: see :mod:`~modelyard.core.cache_policy`)
+until the budget holds; entries with leases in flight and pinned entries are never evicted, so the
+cache may stay over budget until those leases end (requests never wait for room).
 
 ``get`` hands out a runtime without protection: it may be evicted while the caller still uses it.
 The serving path uses ``lease``, which keeps the entry loaded until the ``async with`` block ends.
@@ -34,8 +35,12 @@ from modelyard.core.cache_policy import (
     CacheState,
     CacheStats,
     EvictionCandidate,
+    RequestHistory,
+    check_policy,
     choose_evictions,
     choose_idle,
+    gdsf_clock_after,
+    gdsf_priority,
 )
 from modelyard.core.clock import SYSTEM_CLOCK, Clock
 from modelyard.core.observer import CacheEvent
@@ -68,6 +73,8 @@ class _Entry:
     in_flight: int = 0
     load_seconds: float = 0.0
     warmup_seconds: float = 0.0
+    cost_s: float = 0.0  # GDSF's C: the cheapest measured reload of this key
+    priority: float = 0.0  # GDSF's H, refreshed on every hit
     loaded_at: float | None = None
     error: BaseException | None = None
     error_tb: TracebackType | None = None
@@ -99,9 +106,11 @@ _Disposal = tuple[Runtime, "concurrent.futures.Future[None] | None"]
 
 
 class ModelCache:
-    """Loaded runtimes keyed by :class:`CacheKey`: single-flight loads, warm-up, LRU under
-    ``budget_bytes``, idle unload after ``idle_ttl_s``, pins, failures remembered for
-    ``failure_ttl_s``. Safe to use from any thread and from any event loop."""
+    """Loaded runtimes keyed by :class:`CacheKey`: single-flight loads, warm-up, eviction under
+    ``budget_bytes`` by ``policy`` (``"gdsf"`` or ``"lru"``), idle unload after ``idle_ttl_s``,
+    pins, failures remembered for ``failure_ttl_s``. ``frequency_window``: GDSF's request counts
+    are halved every that many requests (see :class:`RequestHistory`). Safe to use from any
+    thread and from any event loop."""
 
     def __init__(
         self,
@@ -113,6 +122,8 @@ class ModelCache:
         clock: Clock = SYSTEM_CLOCK,
         executor: concurrent.futures.Executor | None = None,
         on_event: Callable[[CacheEvent], None] | None = None,
+        policy: str = "gdsf",
+        frequency_window: int = 50_000,
     ) -> None:
         if isinstance(budget_bytes, bool) or not isinstance(budget_bytes, int) or budget_bytes < 1:
             raise InvalidInputError(f"budget_bytes must be an int >= 1, got {budget_bytes!r}")
@@ -120,6 +131,10 @@ class ModelCache:
             raise InvalidInputError(f"idle_ttl_s must be > 0 or None, got {idle_ttl_s!r}")
         if not failure_ttl_s >= 0:
             raise InvalidInputError(f"failure_ttl_s must be >= 0, got {failure_ttl_s!r}")
+        self._policy = check_policy(policy)
+        self._gdsf = policy == "gdsf"
+        self._history: RequestHistory[CacheKey] = RequestHistory(frequency_window)
+        self._gdsf_clock = 0.0  # GDSF's L: the highest priority evicted so far
         self._loader = loader
         self._budget = budget_bytes
         self._idle_ttl = idle_ttl_s
@@ -199,7 +214,14 @@ class ModelCache:
                 entry.last_used = now
                 entry.in_flight += lease
                 self._n.hits += request
+                if request and self._gdsf:
+                    frequency = self._history.request(key)
+                    entry.priority = gdsf_priority(
+                        self._gdsf_clock, frequency, entry.cost_s, entry.bytes
+                    )
                 return entry, entry.runtime
+            if request and self._gdsf:
+                self._history.request(key)
             self._n.misses += request
             if entry.error is not None:
                 raise entry.error.with_traceback(entry.error_tb)
@@ -279,6 +301,8 @@ class ModelCache:
                 entry.load_seconds, entry.warmup_seconds = load_s, warm_s
                 entry.loaded_at = self._clock.wall()
                 entry.last_used = self._clock.monotonic()
+                if self._gdsf:
+                    self._price(entry)
                 self._bytes += size
                 self._n.load_seconds_total += load_s + warm_s
                 self._note("load", entry.key, seconds=load_s + warm_s, size=size)
@@ -306,17 +330,28 @@ class ModelCache:
         self._fail(entry, UnavailableError(f"cannot load {entry.key}: the executor is shut down"))
 
     # ---- eviction and unloading --------------------------------------------------------------
+    def _price(self, entry: _Entry) -> None:
+        """Lock held. GDSF: the cost and priority of a just loaded entry."""
+        entry.cost_s = self._history.load_cost(entry.key, entry.load_seconds + entry.warmup_seconds)
+        frequency = self._history.frequency(entry.key)
+        entry.priority = gdsf_priority(self._gdsf_clock, frequency, entry.cost_s, entry.bytes)
+
     def _evict_over_budget(self, exclude: CacheKey | None) -> list[_Disposal]:
-        """Lock held. Pops LRU victims until the budget holds (or nothing evictable is left)."""
+        """Lock held. Pops the policy's victims until the budget holds (or nothing evictable
+        is left)."""
         if self._bytes <= self._budget:
             return []
-        victims = choose_evictions(self._candidates(exclude), self._bytes, self._budget)
+        candidates = self._candidates(exclude)
+        victims = choose_evictions(candidates, self._bytes, self._budget, policy=self._policy)
+        if self._gdsf and victims:
+            self._gdsf_clock = gdsf_clock_after(self._gdsf_clock, candidates, victims)
         self._n.evictions += len(victims)
         return self._pop(victims, "evict")
 
     def _candidates(self, exclude: CacheKey | None) -> list[EvictionCandidate[CacheKey]]:
+        pinned = self._pinned
         return [
-            EvictionCandidate(e.key, e.bytes, e.last_used, e.in_flight, e.key in self._pinned)
+            EvictionCandidate(e.key, e.bytes, e.last_used, e.in_flight, e.key in pinned, e.priority)
             for e in self._entries.values()
             if e.state is CacheState.READY and e.key != exclude
         ]
@@ -459,6 +494,11 @@ class ModelCache:
             return CacheStats(
                 **dataclasses.asdict(self._n), bytes_in_use=self._bytes, budget_bytes=self._budget
             )
+
+    @property
+    def policy(self) -> str:
+        """The eviction policy: ``"gdsf"`` or ``"lru"``."""
+        return self._policy
 
     @property
     def closed(self) -> bool:

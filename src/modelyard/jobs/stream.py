@@ -41,9 +41,10 @@ from modelyard.jobs.sources import Message, Sink, Source
 from modelyard.jobs.stream_codec import (
     code_of,
     dead_letter_body,
-    decode_message,
     encode_result,
     is_transient,
+    parse_message,
+    request_of,
 )
 from modelyard.types import InferRequest, InferResponse, RequestContext, Signature
 
@@ -259,7 +260,8 @@ class StreamConsumer:
     ) -> tuple[Any, InferResponse | BaseException]:
         msg_id: Any = message.ref
         try:
-            msg_id, request = decode_message(message, signature)
+            msg_id, doc = parse_message(message)
+            request = request_of(msg_id, doc, signature)
             return msg_id, await self.model.infer(request, RequestContext())
         except Exception as exc:
             return msg_id, exc

@@ -20,29 +20,46 @@ from modelyard.errors import ErrorCode, InvalidInputError, ModelYardError, Unava
 from modelyard.jobs.sources import Message
 from modelyard.types import Array, InferRequest, InferResponse, Signature
 
-__all__ = ["code_of", "dead_letter_body", "decode_message", "encode_result", "is_transient"]
+__all__ = [
+    "code_of",
+    "dead_letter_body",
+    "decode_message",
+    "encode_result",
+    "is_transient",
+    "parse_message",
+    "request_of",
+]
 
 
-def decode_message(message: Message, signature: Signature) -> tuple[Any, InferRequest]:
-    """(the message's id, its request). Raises InvalidInputError for a malformed message."""
-    from modelyard.cli_predict import parse_inputs
-
+def parse_message(message: Message) -> tuple[Any, dict[str, Any]]:
+    """(the message's id, its JSON object). Raises InvalidInputError when it is not one."""
     try:
         doc = orjson.loads(message.body)
     except orjson.JSONDecodeError as exc:
         raise InvalidInputError(f"message {message.ref} is not JSON: {exc}") from exc
-    if not isinstance(doc, dict) or "inputs" not in doc:
+    if not isinstance(doc, dict):
         raise InvalidInputError(f'message {message.ref}: expected {{"id": ..., "inputs": ...}}')
-    msg_id = doc.get("id", message.ref)
-    inputs = doc["inputs"]
+    return doc.get("id", message.ref), doc
+
+
+def request_of(msg_id: Any, doc: dict[str, Any], signature: Signature) -> InferRequest:
+    """The inference request a parsed message asks for (InvalidInputError when malformed)."""
+    from modelyard.cli_predict import parse_inputs
+
+    inputs = doc.get("inputs")
     if isinstance(inputs, list):
         arrays = parse_inputs({"inputs": inputs}, signature)
     elif isinstance(inputs, dict):
         arrays = parse_inputs(inputs, signature)
     else:
-        raise InvalidInputError(f"message {message.ref}: 'inputs' must be an object or a list")
-    request = InferRequest(inputs=arrays, id=str(msg_id), outputs=_wanted(doc.get("outputs")))
-    return msg_id, request
+        raise InvalidInputError(f"message {msg_id}: 'inputs' must be an object or a list")
+    return InferRequest(inputs=arrays, id=str(msg_id), outputs=_wanted(doc.get("outputs")))
+
+
+def decode_message(message: Message, signature: Signature) -> tuple[Any, InferRequest]:
+    """(the message's id, its request). Raises InvalidInputError for a malformed message."""
+    msg_id, doc = parse_message(message)
+    return msg_id, request_of(msg_id, doc, signature)
 
 
 def _wanted(outputs: object) -> list[str] | None:

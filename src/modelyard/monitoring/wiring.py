@@ -29,9 +29,10 @@ def install(app: App) -> None:
     if settings.metrics:
         install_metrics(app)
     # Payload logging and drift sketches (after metrics: they register metrics of their own).
-    from modelyard.monitoring import drift_wiring
+    from modelyard.monitoring import drift_wiring, ui_wiring
 
     drift_wiring.install(app)
+    ui_wiring.install(app)  # the /ui dashboard
 
 
 def install_access_log(app: App) -> None:

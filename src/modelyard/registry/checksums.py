@@ -7,6 +7,8 @@ so every one is checked to stay inside the version's root before it is joined to
 from __future__ import annotations
 
 import hashlib
+import os
+import threading
 from collections.abc import Iterable, Sequence
 from pathlib import Path, PurePosixPath
 
@@ -14,6 +16,12 @@ from modelyard.errors import ChecksumMismatchError, InvalidInputError
 from modelyard.manifest import MANIFEST_FILE, FileEntry
 
 _CHUNK = 1 << 20
+
+# Files this process hashed and found matching, by identity: (device, inode, size, mtime_ns) ->
+# the sha256 they matched. See verify_file(reuse=True).
+_VERIFIED: dict[tuple[int, int, int, int], str] = {}
+_VERIFIED_LOCK = threading.Lock()
+_VERIFIED_MAX = 65_536
 
 
 def sha256_file(path: Path) -> str:
@@ -52,24 +60,43 @@ def scan_dir(root: Path, *, exclude: Iterable[str] = (MANIFEST_FILE,)) -> tuple[
     return tuple(entries)
 
 
-def verify_file(root: Path, entry: FileEntry, *, what: str) -> None:
-    """Raise ChecksumMismatchError naming the file unless it matches ``entry``."""
+def verify_file(root: Path, entry: FileEntry, *, what: str, reuse: bool = False) -> None:
+    """Raise ChecksumMismatchError naming the file unless it matches ``entry``.
+
+    ``reuse=True`` skips hashing a file that this process already hashed and found matching
+    ``entry.sha256``, when it is still the same file, unchanged: same device, inode, size and
+    modification time (ns). This is for re-reading a local copy again and again (a model
+    evicted from RAM reloads from it): the first use still hashes every byte. What it lets
+    through is a file rewritten in place with its old size and mtime put back on purpose, or
+    bits rotting on disk while the process runs; the copy was verified when written, and a
+    file replaced or edited by ordinary means gets a new inode or mtime and is hashed again.
+    """
     path = root / safe_relpath(entry.path)
     if path.is_symlink() or not path.is_file():
         raise ChecksumMismatchError(f"{what}: file {entry.path!r} is missing")
-    size = path.stat().st_size
+    st = path.stat()
+    size = st.st_size
     if size != entry.size:
         raise ChecksumMismatchError(
             f"{what}: file {entry.path!r} has {size} bytes, expected {entry.size}"
         )
+    identity = (st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns)
+    if reuse and _VERIFIED.get(identity) == entry.sha256:
+        return
     actual = sha256_file(path)
     if actual != entry.sha256:
         raise ChecksumMismatchError(
             f"{what}: file {entry.path!r} has sha256 {actual}, expected {entry.sha256}"
         )
+    if os.stat(path).st_mtime_ns == st.st_mtime_ns:  # not written to while it was hashed
+        with _VERIFIED_LOCK:
+            if len(_VERIFIED) >= _VERIFIED_MAX:
+                _VERIFIED.clear()
+            _VERIFIED[identity] = actual
 
 
-def verify_files(root: Path, files: Sequence[FileEntry], *, what: str) -> None:
-    """Verify every file of a version under ``root`` (``what`` names the version in errors)."""
+def verify_files(root: Path, files: Sequence[FileEntry], *, what: str, reuse: bool = False) -> None:
+    """Verify every file of a version under ``root`` (``what`` names the version in errors;
+    ``reuse``: see :func:`verify_file`)."""
     for entry in files:
-        verify_file(root, entry, what=what)
+        verify_file(root, entry, what=what, reuse=reuse)

@@ -37,12 +37,12 @@ def fetch_version(
         safe_relpath(entry.path)
     if store.is_local:
         root = store.local_path(version.artifact_uri)
-        verify_files(root, files, what=version.ref)
+        verify_files(root, files, what=version.ref, reuse=True)
         return root
     final = cached_path(version, cache_dir)
     if final.is_dir():
         try:
-            verify_files(final, files, what=f"{version.ref} (cached copy {final})")
+            verify_files(final, files, what=f"{version.ref} (cached copy {final})", reuse=True)
             if disk is not None:
                 disk.touch(final)
             return final

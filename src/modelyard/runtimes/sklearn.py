@@ -15,7 +15,9 @@ Only the outputs named in the manifest's signature are computed.
 from __future__ import annotations
 
 import importlib
+import os
 import pickle
+import threading
 from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any, ClassVar
@@ -80,10 +82,36 @@ def untrusted_types(path: Path) -> list[str]:
     return [t for t in skops.io.get_untrusted_types(file=path) if not _is_trusted(t)]
 
 
+# skops' untrusted types per file, by identity (device, inode, size, mtime_ns): see _skops_types.
+_SKOPS_TYPES: dict[tuple[int, int, int, int], list[str]] = {}
+_SKOPS_TYPES_LOCK = threading.Lock()
+
+
+def _skops_types(path: Path) -> list[str]:
+    """``skops.io.get_untrusted_types`` of ``path``, remembered while the file is unchanged.
+
+    Listing the types walks the whole file, as much work again as loading it, and a model
+    evicted from RAM reloads the same file many times. Remembering is safe even if the file
+    changed without changing its identity: the list only goes through the trust check in
+    :func:`load_file` and then into ``skops.io.load(trusted=...)``, which audits the file again
+    and refuses every type not in the list, so no type is ever trusted unchecked.
+    """
+    st = os.stat(path)
+    identity = (st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns)
+    found = _SKOPS_TYPES.get(identity)
+    if found is None:
+        found = list(skops.io.get_untrusted_types(file=path))
+        with _SKOPS_TYPES_LOCK:
+            if len(_SKOPS_TYPES) >= 4096:
+                _SKOPS_TYPES.clear()
+            _SKOPS_TYPES[identity] = found
+    return list(found)
+
+
 def load_file(path: Path, fmt: str, allow_pickle: bool) -> Any:
     """Load a saved estimator; UnsafeArtifactError when that would need trust not given."""
     if fmt == "skops":
-        found = skops.io.get_untrusted_types(file=path)
+        found = _skops_types(path)
         unsafe = [t for t in found if not _is_trusted(t)]
         if unsafe and not allow_pickle:
             raise UnsafeArtifactError(

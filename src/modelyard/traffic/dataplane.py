@@ -29,6 +29,7 @@ from modelyard.errors import ModelYardError
 from modelyard.monitoring import tracing
 from modelyard.registry.endpoints import EndpointRecord
 from modelyard.traffic.compiled import CompiledEndpoint, compile_endpoint, version_ref
+from modelyard.traffic.materialized import MaterializedTables
 from modelyard.traffic.responder import Responder, VersionResolver
 from modelyard.traffic.routing import pick_route, random_bucket, routing_key, sticky_bucket
 from modelyard.traffic.shadow_hook import ShadowDispatcher
@@ -63,12 +64,13 @@ class TrafficDataPlane(DataPlane):
         rollout_view: RolloutView | None = None,
         shadows: ShadowDispatcher | None = None,
         rng: Callable[[], float] = random.random,
+        tables: MaterializedTables | None = None,
     ) -> None:
         self.inner = inner
         self.rollout_view = rollout_view
         self.shadows = shadows
         self._responder = Responder(
-            inner, resolve, observer if observer is not None else Observer(), clock
+            inner, resolve, observer if observer is not None else Observer(), clock, tables
         )
         self._clock = clock
         self._rng = rng

@@ -23,6 +23,7 @@ from modelyard.traffic.cascade import needs_escalation
 from modelyard.traffic.compiled import CompiledEndpoint, CompiledRoute, version_ref
 from modelyard.traffic.fallback import Reason, failure_reason, has_nonfinite, steps_for
 from modelyard.traffic.hedging import hedge_delay
+from modelyard.traffic.materialized import MaterializedTables
 from modelyard.traffic.response_cache import CachedAnswer, cache_key, input_key
 from modelyard.traffic.spec import Cascade, Route
 from modelyard.types import InferRequest, InferResponse, RequestContext
@@ -41,9 +42,16 @@ class Responder:
     """Answers requests for a chosen route of a compiled endpoint."""
 
     def __init__(
-        self, inner: DataPlane, resolve: VersionResolver, observer: Observer, clock: Clock
+        self,
+        inner: DataPlane,
+        resolve: VersionResolver,
+        observer: Observer,
+        clock: Clock,
+        tables: MaterializedTables | None = None,
     ) -> None:
         self.inner = inner
+        #: Reads ``materialized`` routes' tables (None: such routes answer live).
+        self.tables = tables
         self._resolve = resolve
         self._observer = observer
         self._clock = clock
@@ -130,6 +138,16 @@ class Responder:
         ref: str | None,
         then_ref: str | None = None,
     ) -> InferResponse:
+        if cr.route.materialized is not None and self.tables is not None:
+            model = cr.route.model
+            return await self.tables.answer(
+                cr.route,
+                ref,
+                request,
+                ctx,
+                self._resolve,
+                lambda: self._dispatch(ep, model, ref, request, ctx),
+            )
         if not cr.cascade:
             return await self._dispatch(ep, cr.route.model, ref, request, ctx)
         cascade = _cascade(ep)
@@ -216,9 +234,10 @@ def annotate(
 ) -> InferResponse:
     """The response as the endpoint's: named after it, with route and origin in parameters."""
     params = {
+        # A materialized route's answer says itself who answered ("table" or "live").
+        "answered_by": f"{response.model_name}:{response.model_version}",
         **response.parameters,
         "route": route.name,
-        "answered_by": f"{response.model_name}:{response.model_version}",
         **notes,
     }
     return InferResponse(ep.name, response.model_version, response.outputs, response.id, params)

@@ -58,11 +58,23 @@ class ModelRef(_Spec):
         return self.model if self.version is None else f"{self.model}@{self.version}"
 
 
+class Materialized(_Spec):
+    """Answer from table ``table`` (written by ``modelyard materialize``) in ``db`` (None: the
+    registry's database); rows are found by the request parameter or header ``key`` when the
+    route names one and the request has it, else by the request's inputs. A miss, or rows of
+    another version, are answered live (see ``modelyard.traffic.materialized``)."""
+
+    table: str = Field(pattern=r"^[A-Za-z_][A-Za-z0-9_]{0,62}$")
+    db: str | None = None
+    key: str | None = None
+
+
 class Route(ModelRef):
     """A weighted route. Weights of an endpoint's routes sum to 100."""
 
     name: str
     weight: float = Field(ge=0, le=100)
+    materialized: Materialized | None = None
 
 
 class Compare(_Spec):

@@ -18,6 +18,7 @@ from modelyard.errors import ModelYardError
 from modelyard.registry.endpoints import EndpointStore
 from modelyard.traffic.dataplane import TrafficDataPlane
 from modelyard.traffic.management import management_routes
+from modelyard.traffic.materialized import MaterializedTables
 
 if TYPE_CHECKING:
     from modelyard.app import App
@@ -33,8 +34,10 @@ def install(app: App) -> None:
         return str((await serving.resolver.resolve(model, ref)).version)
 
     store = EndpointStore(app.registry)
+    tables = MaterializedTables(app.registry.store)
+    app.closers.append(tables.close)
     traffic = TrafficDataPlane(
-        app.dataplane, resolve=resolve, observer=app.observers, clock=app.clock
+        app.dataplane, resolve=resolve, observer=app.observers, clock=app.clock, tables=tables
     )
     watcher = EndpointWatcher(store, traffic)
     watcher.refresh()

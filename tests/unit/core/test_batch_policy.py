@@ -84,3 +84,21 @@ def test_run_inline(recent: float | None, threshold: float, inline: bool) -> Non
     from modelyard.core.batch_policy import run_inline
 
     assert run_inline(recent, threshold) is inline
+
+
+@pytest.mark.parametrize(
+    ("gap", "flush", "wait"),
+    [
+        (None, False, 0.006),  # no arrival history yet: wait as configured
+        (0.001, False, 0.006),  # requests arrive every 1 ms: worth waiting 6 ms for more
+        (0.050, True, None),  # a lone client: nobody else will come within the wait
+    ],
+)
+def test_waiting_only_when_more_requests_are_expected(
+    gap: float | None, flush: bool, wait: float | None
+) -> None:
+    d = decide_flush(
+        queued_rows=3, oldest_age_s=0.004, batches_in_flight=0, config=CFG, arrival_gap_s=gap
+    )
+    assert d.flush is flush
+    assert d.wait_s == (None if wait is None else pytest.approx(wait))
