@@ -301,12 +301,12 @@ class ModelCache:
                 entry.load_seconds, entry.warmup_seconds = load_s, warm_s
                 entry.loaded_at = self._clock.wall()
                 entry.last_used = self._clock.monotonic()
-                if self._gdsf:
-                    self._price(entry)
                 self._bytes += size
                 self._n.load_seconds_total += load_s + warm_s
                 self._note("load", entry.key, seconds=load_s + warm_s, size=size)
                 disposals = self._evict_over_budget(exclude=entry.key)
+                if self._gdsf:  # after the evictions it caused, from the clock they moved
+                    self._price(entry)
         if closed:
             self._dispose(runtime, None)
             self._fail(entry, UnavailableError(f"the model cache closed while loading {entry.key}"))

@@ -73,7 +73,8 @@ class _Ring:
         self.errors = [0] * size
         self.latency: list[dict[int, int] | None] = [None] * size
 
-    def add(self, second: int, failed: bool, latency_s: float) -> None:
+    def add(self, second: int, failed: bool, bucket: int) -> None:
+        """Count one request of ``second``; ``bucket`` is its latency's histogram bucket."""
         i = second % len(self.stamps)
         if self.stamps[i] != second:  # the slot holds an older second: reuse it
             self.stamps[i] = second
@@ -86,13 +87,18 @@ class _Ring:
         hist = self.latency[i]
         if hist is None:
             hist = self.latency[i] = {}
-        b = bucket_of(latency_s)
-        hist[b] = hist.get(b, 0) + 1
+        hist[bucket] = hist.get(bucket, 0) + 1
+
+    def count(self, first: int, end: int) -> int:
+        """Requests of the seconds ``first`` <= s < ``end``."""
+        size = len(self.stamps)
+        stamps, requests = self.stamps, self.requests
+        return sum(requests[s % size] for s in range(first, end) if stamps[s % size] == s)
 
     def span(self, first: int, end: int) -> tuple[int, int, Histogram]:
         """Requests, failures and latencies of the seconds ``first`` <= s < ``end``."""
         requests = errors = 0
-        hist = Histogram()
+        counts: dict[int, int] = {}
         size = len(self.stamps)
         for second in range(first, end):
             i = second % size
@@ -102,8 +108,9 @@ class _Ring:
             errors += self.errors[i]
             found = self.latency[i]
             if found is not None:
-                hist.merge(Histogram(dict(found)))  # dict(): a consistent copy (one C call)
-        return requests, errors, hist
+                for bucket, n in dict(found).items():  # dict(): a consistent copy (one C call)
+                    counts[bucket] = counts.get(bucket, 0) + n
+        return requests, errors, Histogram(counts)
 
 
 @dataclass(frozen=True)
@@ -142,6 +149,7 @@ class LiveSeries(Observer):
         # Seconds before this are unknown, not quiet: windows start here at the earliest.
         self.started = int(clock.monotonic())
         self._models: dict[str, _Ring] = {}
+        self._total = _Ring(history_s)
         self._routes: dict[tuple[str, str], _Ring] = {}
 
     def on_infer(self, event: InferEvent) -> None:
@@ -149,16 +157,18 @@ class LiveSeries(Observer):
             return
         second = int(self.clock.monotonic())
         failed = event.code != "OK"
+        bucket = bucket_of(event.latency_s)
+        self._total.add(second, failed, bucket)
         ring = self._models.get(event.model)
         if ring is None:
             ring = self._ring(self._models, event.model, OTHER)
-        ring.add(second, failed, event.latency_s)
+        ring.add(second, failed, bucket)
         if event.route and event.route != SHADOW_ROUTE and event.endpoint != event.model:
             key = (event.endpoint, event.route)
             route = self._routes.get(key)
             if route is None:
                 route = self._ring(self._routes, key, (OTHER, OTHER))
-            route.add(second, failed, event.latency_s)
+            route.add(second, failed, bucket)
 
     def _ring(self, rings: dict[K, _Ring], key: K, other: K) -> _Ring:
         if len(rings) >= self.max_series:
@@ -180,10 +190,9 @@ class LiveSeries(Observer):
 
     def snapshot(self, window: Window, limit: int) -> dict[str, Any]:
         """The JSON the page draws: a total series and one per model (the ``limit`` busiest)."""
-        rings = list(self._models.items())
         busy = []
-        for name, ring in rings:
-            requests = ring.span(window.first, window.end)[0]
+        for name, ring in list(self._models.items()):
+            requests = ring.count(window.first, window.end)
             if requests:
                 busy.append((-requests, name, ring))
         busy.sort(key=lambda item: (item[0], item[1]))
@@ -196,7 +205,7 @@ class LiveSeries(Observer):
             "t0": window.first + offset,
             "points": window.points,
             "window_s": window.points * window.step_s,
-            "total": _series(_Sum([ring for _, ring in rings]), window),
+            "total": _series(self._total, window),
             "models": models,
             "models_with_traffic": len(busy),
         }
@@ -206,29 +215,13 @@ class LiveSeries(Observer):
         end = int(self.clock.monotonic())
         out: dict[str, dict[str, int]] = {}
         for (endpoint, route), ring in list(self._routes.items()):
-            requests = ring.span(end - SPLIT_S, end + 1)[0]
+            requests = ring.count(end - SPLIT_S, end + 1)
             if requests:
                 out.setdefault(endpoint, {})[route] = requests
         return out
 
 
-class _Sum:
-    """Several rings read as one (the total over every model)."""
-
-    def __init__(self, rings: list[_Ring]) -> None:
-        self.rings = rings
-
-    def span(self, first: int, end: int) -> tuple[int, int, Histogram]:
-        requests = errors = 0
-        hist = Histogram()
-        for ring in self.rings:
-            r, e, h = ring.span(first, end)
-            requests, errors = requests + r, errors + e
-            hist.merge(h)
-        return requests, errors, hist
-
-
-def _series(ring: _Ring | _Sum, window: Window) -> dict[str, Any]:
+def _series(ring: _Ring, window: Window) -> dict[str, Any]:
     rps: list[float] = []
     p99: list[float | None] = []
     error_rate: list[float | None] = []
@@ -241,12 +234,13 @@ def _series(ring: _Ring | _Sum, window: Window) -> dict[str, Any]:
         rps.append(round(requests / window.step_s, 3))
         p99.append(hist.quantile(0.99))
         error_rate.append(round(errors / requests, 6) if requests else None)
-    requests, errors, hist = ring.span(window.end - RECENT_S, window.end)
+    recent_s = min(RECENT_S, window.step_s * window.points)  # a young process has less
+    requests, errors, hist = ring.span(window.end - recent_s, window.end)
     return {
         "requests": total_requests,
         "errors": total_errors,
         "recent": {
-            "rps": round(requests / RECENT_S, 3),
+            "rps": round(requests / recent_s, 3),
             "p99_s": hist.quantile(0.99),
             "error_rate": round(errors / requests, 6) if requests else None,
         },

@@ -171,6 +171,10 @@ class StreamConsumer:
         stopping = asyncio.create_task(self._stop.wait())
         try:
             await self._consume(tasks, stopping)
+        except asyncio.CancelledError:
+            for task in tasks:  # a hard stop: nothing in flight is written or acknowledged
+                task.cancel()
+            raise
         finally:
             if tasks:
                 await asyncio.gather(*tasks, return_exceptions=True)

@@ -92,12 +92,14 @@ async def run_stream(app: App, job: StreamJob) -> StreamStats:
 @contextlib.asynccontextmanager
 async def _brokers(job: StreamJob) -> AsyncIterator[tuple[Source, Sink, Sink]]:
     async with contextlib.AsyncExitStack() as stack:
-        source = await open_source(job.source, group=job.group_name, consumer=job.consumer_name)
-        stack.push_async_callback(source.close)
+        # Sinks first: creating their topics after a Kafka consumer joined its group may
+        # make it join again.
         sink = await open_sink(job.sink)
         stack.push_async_callback(sink.close)
         dead = await open_sink(job.dead_letter or dead_letter_url(job.source), "--dead-letter")
         stack.push_async_callback(dead.close)
+        source = await open_source(job.source, group=job.group_name, consumer=job.consumer_name)
+        stack.push_async_callback(source.close)
         yield source, sink, dead
 
 

@@ -16,6 +16,7 @@ in multiprocess mode every metric of the process is exported whatever registry i
 from __future__ import annotations
 
 import os
+import threading
 from collections.abc import Callable
 from typing import Any
 
@@ -25,6 +26,7 @@ from prometheus_client import (
     Counter,
     Gauge,
     Histogram,
+    disable_created_metrics,
     generate_latest,
 )
 
@@ -32,6 +34,7 @@ from modelyard.core.model_cache import CacheState, ModelCache
 from modelyard.core.observer import BatchEvent, CacheEvent, InferEvent, Observer
 from modelyard.errors import ErrorCode
 from modelyard.monitoring import multiproc
+from modelyard.monitoring.metric_buffers import BufferedCounter, BufferedHistogram
 
 __all__ = ["CONTENT_TYPE", "LabelLimiter", "Metrics", "MetricsObserver", "process_usage"]
 
@@ -50,6 +53,9 @@ LOAD_BUCKETS = (0.01, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120
 #: Cache kinds (CacheEvent.kind) that take a model out of the cache, and their reason label.
 UNLOAD_REASONS = {"evict": "budget", "idle_unload": "idle", "unload": "unload"}
 _MAX_CACHED_SERIES = 10_000
+# A buffered pair, or the bare label children once the cache is full (written at once).
+_RequestSeries = tuple[Any, Any]
+_BatchSeries = tuple[Any, Any, Any]
 
 
 class LabelLimiter:
@@ -77,6 +83,9 @@ class Metrics:
     def __init__(
         self, registry: CollectorRegistry | None = None, *, max_label_values: int = 200
     ) -> None:
+        # *_created series (one more per counter and histogram) say when a series appeared:
+        # nothing we need, twice the series Prometheus stores.
+        disable_created_metrics()  # type: ignore[no-untyped-call]
         r = self.registry = registry if registry is not None else CollectorRegistry()
         self.multiprocess = multiproc.is_multiprocess()
         self.endpoints = LabelLimiter(max_label_values)
@@ -210,8 +219,10 @@ class Metrics:
 class MetricsObserver(Observer):
     """Feeds :class:`Metrics` from dataplane, batcher, model-cache and traffic events.
 
-    Request counting is on the hot path: the label children of each (endpoint, model, version,
-    route, code) are looked up once and kept."""
+    Requests and batches are on the hot path: their label children are looked up once per
+    (endpoint, model, version, route, code) and their values counted in buffers
+    (:mod:`~modelyard.monitoring.metric_buffers`) that :meth:`flush` hands over in bulk; the
+    server flushes before each scrape and once a second. Events may come from any thread."""
 
     def __init__(
         self,
@@ -223,19 +234,28 @@ class MetricsObserver(Observer):
         self.metrics = metrics
         self._cache = cache
         self._in_flight = in_flight
-        self._request_series: dict[tuple[str, ...], tuple[Any, Any]] = {}
-        self._batch_series: dict[tuple[str, str], tuple[Any, Any, Any]] = {}
+        self._lock = threading.Lock()
+        self._request_series: dict[tuple[str, ...], _RequestSeries] = {}
+        self._batch_series: dict[tuple[str, str], _BatchSeries] = {}
+        self._buffers: list[BufferedCounter | BufferedHistogram] = []
+
+    def flush(self) -> None:
+        """Add the buffered request and batch values to the Prometheus metrics."""
+        with self._lock:
+            for buffer in self._buffers:
+                buffer.flush()
 
     # ---- requests ---------------------------------------------------------------------------
     def on_infer(self, event: InferEvent) -> None:
         key = (event.endpoint, event.model, event.version, event.route, event.code)
-        series = self._request_series.get(key)
-        if series is None:
-            series = self._new_request_series(key)
-        series[0].inc()
-        series[1].observe(event.latency_s)
+        with self._lock:
+            series = self._request_series.get(key)
+            if series is None:
+                series = self._new_request_series(key)
+            series[0].inc()
+            series[1].observe(event.latency_s)
 
-    def _new_request_series(self, key: tuple[str, ...]) -> tuple[Any, Any]:
+    def _new_request_series(self, key: tuple[str, ...]) -> _RequestSeries:
         endpoint, model, version, route, code = key
         m = self.metrics
         if not version or code == NOT_FOUND:  # the name did not resolve: maybe not a model
@@ -244,31 +264,44 @@ class MetricsObserver(Observer):
         else:
             endpoint, model, version = m.endpoints(endpoint), m.models(model), m.versions(version)
         route = m.routes(route)
-        series = (
-            m.requests.labels(endpoint, model, version, route, code),
-            m.request_duration.labels(endpoint, model, version, route),
-        )
-        if len(self._request_series) < _MAX_CACHED_SERIES:
-            self._request_series[key] = series
+        counter = m.requests.labels(endpoint, model, version, route, code)
+        histogram = m.request_duration.labels(endpoint, model, version, route)
+        if len(self._request_series) >= _MAX_CACHED_SERIES:
+            return counter, histogram  # unbuffered: written at once
+        series = (BufferedCounter(counter), BufferedHistogram(histogram))
+        self._request_series[key] = series
+        self._buffers += series
         return series
 
     # ---- batches ----------------------------------------------------------------------------
     def on_batch(self, event: BatchEvent) -> None:
         key = (event.model, event.version)
-        series = self._batch_series.get(key)
-        if series is None:
-            m = self.metrics
-            labels = (m.models(event.model), m.versions(event.version))
-            series = (
-                m.queue_wait.labels(*labels),
-                m.batch_size.labels(*labels),
-                m.inference_duration.labels(*labels),
-            )
-            if len(self._batch_series) < _MAX_CACHED_SERIES:
-                self._batch_series[key] = series
-        series[0].observe(event.queue_wait_s)
-        series[1].observe(event.rows)
-        series[2].observe(event.infer_s)
+        with self._lock:
+            series = self._batch_series.get(key)
+            if series is None:
+                series = self._new_batch_series(key)
+            series[0].observe(event.queue_wait_s)
+            series[1].observe(event.rows)
+            series[2].observe(event.infer_s)
+
+    def _new_batch_series(self, key: tuple[str, str]) -> _BatchSeries:
+        m = self.metrics
+        labels = (m.models(key[0]), m.versions(key[1]))
+        children = (
+            m.queue_wait.labels(*labels),
+            m.batch_size.labels(*labels),
+            m.inference_duration.labels(*labels),
+        )
+        if len(self._batch_series) >= _MAX_CACHED_SERIES:
+            return children
+        series = (
+            BufferedHistogram(children[0]),
+            BufferedHistogram(children[1]),
+            BufferedHistogram(children[2]),
+        )
+        self._batch_series[key] = series
+        self._buffers += series
+        return series
 
     # ---- model cache ------------------------------------------------------------------------
     def on_cache(self, event: CacheEvent) -> None:
@@ -309,8 +342,10 @@ class MetricsObserver(Observer):
 
     # ---- sampled gauges ---------------------------------------------------------------------
     def sample(self) -> None:
-        """Refresh the gauges that are read, not counted: in-flight requests, the model cache,
-        process memory and CPU. Called before each scrape and periodically by each worker."""
+        """Flush the buffered values and refresh the gauges that are read, not counted:
+        in-flight requests, the model cache, process memory and CPU. Called before each scrape
+        and periodically."""
+        self.flush()
         if self._in_flight is not None:
             self.metrics.in_flight.set(self._in_flight())
         self.sample_cache()

@@ -13,8 +13,9 @@ if TYPE_CHECKING:
     from modelyard.app import App
 
 METRICS_PATH = "/metrics"
-#: How often each worker refreshes its sampled gauges (memory, CPU, in-flight) between scrapes.
-SAMPLE_PERIOD_S = 2.0
+#: How often each process flushes its buffered request metrics and refreshes its sampled gauges
+#: (memory, CPU, in-flight) between scrapes: with workers, a scrape reaches only one of them.
+SAMPLE_PERIOD_S = 1.0
 
 
 def install(app: App) -> None:
@@ -71,11 +72,10 @@ def install_metrics(app: App) -> None:
         return HttpResponse(200, body, CONTENT_TYPE)
 
     app.routes.append(Route("GET", METRICS_PATH, scrape))
-    if metrics.multiprocess:
-        # A scrape reaches one worker: the others' sampled gauges must be fresh on their own.
-        async def sample_periodically() -> None:
-            while True:
-                observer.sample()
-                await asyncio.sleep(SAMPLE_PERIOD_S)
 
-        app.background.append(sample_periodically)
+    async def sample_periodically() -> None:
+        while True:
+            observer.sample()
+            await asyncio.sleep(SAMPLE_PERIOD_S)
+
+    app.background.append(sample_periodically)

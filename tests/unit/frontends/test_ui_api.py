@@ -3,6 +3,7 @@ static page and its caching headers, and the JSON API over a real app without so
 
 from __future__ import annotations
 
+import json
 import re
 from collections.abc import Iterator
 from pathlib import Path
@@ -10,6 +11,8 @@ from typing import Any
 
 import numpy as np
 import pytest
+import yaml
+from prometheus_client import CollectorRegistry
 
 from modelyard.app import App, build_app
 from modelyard.control.store import save_rollout
@@ -20,6 +23,7 @@ from modelyard.frontends.ui_routes import LiveSeries, load_assets
 from modelyard.monitoring import ui_wiring
 from modelyard.monitoring.drift import reference_stats
 from modelyard.monitoring.drift_reports import save_report
+from modelyard.monitoring.drift_wiring import DriftMetrics
 from modelyard.registry.endpoints import EndpointStore
 from modelyard.registry.registry import Registry
 from modelyard.settings import Settings
@@ -95,7 +99,7 @@ def test_rates_latency_and_errors_per_step(clock: FakeClock) -> None:
     assert model["p99_s"] == [bucket_upper(bucket_of(0.004)), None, bucket_upper(bucket_of(0.5))]
     assert model["error_rate"] == [0.0, None, 1.0]
     assert (model["requests"], model["errors"]) == (4, 1)
-    assert model["recent"]["rps"] == pytest.approx(4 / ui_routes.RECENT_S)
+    assert model["recent"]["rps"] == 1.333  # 4 requests over 3 s: the process is that young
     assert model["recent"]["error_rate"] == 0.25
     assert doc["total"]["rps"] == model["rps"]
     assert doc["t0"] == pytest.approx(1_700_000_000.0)  # wall time of second 1000
@@ -354,3 +358,29 @@ def test_timeseries_reports_served_requests(app: App, client: Client, clock: Fak
     (model,) = doc["models"]
     assert (model["model"], model["requests"], model["errors"]) == ("simple", 5, 1)
     assert model["error_rate"][-2] == 0.2 and model["rps"][-2] == 5.0
+
+
+# ---- deploy/: the Grafana dashboard and the Prometheus rules -----------------------------------
+DEPLOY = Path(__file__).resolve().parents[3] / "deploy"
+
+
+def test_deploy_files_use_only_exported_metrics(client: Client) -> None:
+    exposition = client.get("/metrics").text
+    exported = set(re.findall(r"^# TYPE (modelyard_\w+) ", exposition, flags=re.MULTILINE))
+    drift_series = CollectorRegistry()
+    DriftMetrics(drift_series)  # registered once the server runs
+    exported |= {family.name for family in drift_series.collect()}
+    dashboard = json.loads((DEPLOY / "grafana" / "modelyard.json").read_text())
+    exprs = [t["expr"] for p in dashboard["panels"] for t in p.get("targets", [])]
+    rules = yaml.safe_load((DEPLOY / "prometheus" / "modelyard-alerts.yml").read_text())
+    alerts = {r["alert"] for g in rules["groups"] for r in g["rules"] if "alert" in r}
+    assert {"ModelYardP99OverSLO", "ModelYardHighErrorRate", "ModelYardHighFallbackRate"} <= alerts
+    assert "ModelYardDriftAlarm" in alerts
+    exprs += [r["expr"] for g in rules["groups"] for r in g["rules"]]
+    used = {
+        re.sub(r"_(bucket|total)$", "", name)
+        for expr in exprs
+        for name in re.findall(r"\b(modelyard_\w+)", expr)
+    }
+    exported_bases = {re.sub(r"_total$", "", name) for name in exported}
+    assert used and used <= exported_bases, used - exported_bases

@@ -17,6 +17,7 @@ from modelyard.core.observer import BatchEvent, CacheEvent, InferEvent, Observer
 from modelyard.core.serving import ServingDataPlane
 from modelyard.errors import ModelNotFoundError
 from modelyard.monitoring.metrics import (
+    LATENCY_BUCKETS,
     OTHER,
     UNKNOWN,
     LabelLimiter,
@@ -36,6 +37,7 @@ def make_observer(limit: int = 200, **kwargs: object) -> MetricsObserver:
 
 
 def value(obs: MetricsObserver, name: str, **labels: str) -> float | None:
+    obs.flush()  # request and batch values are buffered until a scrape (or the 1 s flush)
     return obs.metrics.registry.get_sample_value(name, labels)
 
 
@@ -62,6 +64,7 @@ def event(
 
 
 def exposition(obs: MetricsObserver) -> str:
+    obs.flush()
     return obs.metrics.render().decode()
 
 
@@ -105,6 +108,42 @@ def test_label_values_are_capped_per_label() -> None:
     assert value(obs, "modelyard_requests_total", endpoint=OTHER, model=OTHER, version="1",
                  route="", code="OK") == 3  # fmt: skip
     assert "m5" not in exposition(obs)
+
+
+def test_request_values_wait_for_the_flush() -> None:
+    obs = make_observer()
+    obs.on_infer(event("m"))
+    labels = {"endpoint": "m", "model": "m", "version": "1", "route": "", "code": "OK"}
+    assert obs.metrics.registry.get_sample_value("modelyard_requests_total", labels) == 0
+    obs.flush()
+    assert obs.metrics.registry.get_sample_value("modelyard_requests_total", labels) == 1
+    obs.flush()  # nothing counted twice
+    assert obs.metrics.registry.get_sample_value("modelyard_requests_total", labels) == 1
+
+
+def test_buffered_histograms_match_direct_observation() -> None:
+    latencies = [0.0001, 0.0005, 0.0007, 0.003, 0.003, 0.04, 0.2, 7.0, 45.0, 0.1]
+    buffered = make_observer()
+    for latency in latencies:
+        buffered.on_infer(event("m", latency=latency))
+    direct = make_observer()
+    child = direct.metrics.request_duration.labels("m", "m", "1", "")
+    for latency in latencies:
+        child.observe(latency)
+    name = "modelyard_request_duration_seconds"
+    histogram = [line for line in exposition(buffered).splitlines() if line.startswith(name)]
+    expected = [line for line in exposition(direct).splitlines() if line.startswith(name)]
+    assert histogram == expected and len(histogram) == len(LATENCY_BUCKETS) + 3
+
+
+def test_series_beyond_the_cache_are_written_at_once() -> None:
+    obs = make_observer()
+    for i in range(10_001):
+        obs.on_infer(event(f"guess{i}", version="", code="NOT_FOUND"))
+    labels = {"endpoint": UNKNOWN, "model": UNKNOWN, "version": "", "route": ""}
+    raw = obs.metrics.registry.get_sample_value
+    assert raw("modelyard_requests_total", {**labels, "code": "NOT_FOUND"}) == 1  # unbuffered
+    assert value(obs, "modelyard_requests_total", **labels, code="NOT_FOUND") == 10_001
 
 
 def test_label_limiter_keeps_the_first_values() -> None:

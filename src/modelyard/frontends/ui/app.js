@@ -11,7 +11,7 @@ const SERIES_MS = 2000;
 const COLORS = { rps: "#38bdf8", p99: "#f59e0b", errors: "#f87171" };
 
 const $ = (id) => document.getElementById(id);
-const state = { minutes: 5, overview: null, series: null, cards: new Map(), failures: 0 };
+const state = { minutes: 5, overview: null, series: null, cards: new Map() };
 
 // ---- fetching -----------------------------------------------------------------------------
 async function getJSON(path, params = {}) {
@@ -61,7 +61,6 @@ function poll(task, periodMs) {
 }
 
 function setLive(ok, err) {
-  state.failures = ok ? 0 : state.failures + 1;
   const live = $("live");
   live.classList.toggle("offline", !ok);
   $("live-text").textContent = ok

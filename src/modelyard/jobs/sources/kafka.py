@@ -9,7 +9,8 @@ their uncommitted state; their new owner replays from the committed offset.
 
 Sink: a producer with ``acks=all``; ``write`` returns once every record is acknowledged.
 A missing topic is created (``partitions=N``, default 1) by both. :meth:`KafkaSource.lag` is
-the lag of the partitions this member owns.
+the lag of the partitions this member owns. ``session_timeout_ms`` and ``heartbeat_interval_ms``
+tune the group membership (aiokafka's defaults: 10000 and 3000).
 """
 
 from __future__ import annotations
@@ -60,6 +61,16 @@ async def ensure_topic(url: BrokerUrl, topic: str) -> None:
         await admin.close()
 
 
+def _group_timing(url: BrokerUrl) -> dict[str, int]:
+    """``session_timeout_ms`` / ``heartbeat_interval_ms`` from the URL: how soon the group
+    notices a dead member (and, on some brokers, how long a join waits for others)."""
+    out: dict[str, int] = {}
+    for name in ("session_timeout_ms", "heartbeat_interval_ms"):
+        if url.param(name) is not None:
+            out[name] = int(url.number(name, 0))
+    return out
+
+
 @dataclass
 class _Partition:
     """Offsets of one partition fetched and not yet committed, in fetch order."""
@@ -103,6 +114,7 @@ class KafkaSource:
             client_id=consumer,
             enable_auto_commit=False,
             auto_offset_reset="earliest",
+            **_group_timing(url),
         )
         source = cls(client, topic, url)
         client.subscribe([topic], listener=_listener(aiokafka, source))
