@@ -17,7 +17,7 @@ import signal
 import subprocess
 import sys
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -98,9 +98,16 @@ class Run:
     latencies_s: list[float]
     errors: int
     server_cpu: float = math.nan  # share of one core the server used during the run
+    slice_p99s: list[float] = field(default_factory=list)  # p99 of each slice (interleaved)
 
     def q(self, pct: float) -> float:
         return percentile(self.latencies_s, pct) if self.latencies_s else math.nan
+
+    def typical_p99(self) -> float:
+        """Median over the slices of each slice's p99: robust to a few slices that other work
+        on a shared machine stalled (the pooled p99 is not)."""
+        values = sorted(v for v in self.slice_p99s if not math.isnan(v))
+        return percentile(values, 50, presorted=True) if values else math.nan
 
     @property
     def sent(self) -> int:
@@ -217,6 +224,7 @@ def interleaved(
             elapsed = time.monotonic() - t0
             total = pooled[ep]
             total.latencies_s.extend(run.latencies_s)
+            total.slice_p99s.append(run.q(99))
             total.errors += run.errors
             total.server_cpu += server.cpu_s() - cpu0
             total.duration_s += elapsed

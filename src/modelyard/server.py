@@ -135,6 +135,11 @@ async def _start_frontends(
         grpc_server, grpc_port = create_grpc_server(app.dataplane, settings)
         await grpc_server.start()
     http_task = asyncio.create_task(http.serve(sockets=[http_sock]))
+    # "listening" must mean it: uvicorn binds the socket in its startup, a few steps later.
+    while not http.started and not http_task.done():
+        await asyncio.sleep(0.005)
+    if http_task.done():
+        http_task.result()  # startup failed: raise its error
     print(
         f"modelyard listening http={http_sock.getsockname()[1]} grpc={grpc_port} pid={os.getpid()}",
         file=sys.stderr,

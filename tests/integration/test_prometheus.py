@@ -170,10 +170,16 @@ def test_workers_export_one_sum_and_a_restarted_worker_keeps_the_counts(
     server: ServerProcess,
 ) -> None:
     latencies = send_traffic(server)
+    sent = {model: sum(n for _, n in mix) for model, mix in TRAFFIC.items()}
+
+    def counted() -> dict[str, float | None]:
+        text = scrape(server)
+        return {m: sample(text, "modelyard_requests_total", model=m, code="OK") for m in sent}
+
+    # Each worker flushes its request counts once a second (and the scraped one at once).
+    server.wait_for(lambda: counted() == sent, WAIT_S)
     text = scrape(server)
-    for model, mix in TRAFFIC.items():
-        sent = sum(n for _, n in mix)
-        assert sample(text, "modelyard_requests_total", model=model, code="OK") == sent
+    for model in TRAFFIC:
         assert server_p99(text, model) == pytest.approx(client_p99(latencies[model]), rel=0.05)
     pids = ready_pids(server)
     for pid in pids:

@@ -16,16 +16,16 @@ An endpoint route with ``materialized: {table: T}`` then serves these rows
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import orjson
 import pyarrow as pa  # type: ignore[import-untyped]
 
 from modelyard.core.clock import SYSTEM_CLOCK, Clock
-from modelyard.errors import InvalidInputError
+from modelyard.errors import InvalidInputError, ModelYardError, UnavailableError
 from modelyard.jobs import batch_io
 from modelyard.jobs.columns import plan_mapping
 from modelyard.jobs.scoring import Scorer
@@ -39,6 +39,8 @@ from modelyard.traffic.materialized import (
 )
 
 __all__ = ["MaterializeJob", "MaterializeResult", "materialize"]
+
+T = TypeVar("T")
 
 
 @dataclass(frozen=True)
@@ -85,7 +87,7 @@ def materialize(
         feature_names=scorer.feature_names,
         where=_describe(job.input),
     )
-    ensure_table(store, job.table)
+    _on_db(store, ensure_table, store, job.table)
     total = 0
     for batch in batches:
         if batch.num_rows == 0:
@@ -99,7 +101,7 @@ def materialize(
             (scorer.model, key, scorer.version, digest, encode_row_outputs(outputs, i), now)
             for i, (key, digest) in enumerate(zip(keys, digests, strict=True))
         ]
-        total += upsert_rows(store, job.table, rows)
+        total += _on_db(store, upsert_rows, store, job.table, rows)
     return MaterializeResult(
         scorer.model,
         scorer.version,
@@ -108,6 +110,16 @@ def materialize(
         store.describe(),
         clock.monotonic() - started,
     )
+
+
+def _on_db(store: Store, call: Callable[..., T], *args: Any) -> T:
+    """``call(*args)``, with a database driver's own errors as UnavailableError."""
+    try:
+        return call(*args)
+    except ModelYardError:
+        raise
+    except Exception as exc:
+        raise UnavailableError(f"--db {store.describe()}: {exc}") from exc
 
 
 def _key_text(value: object, column: str) -> str:
@@ -119,7 +131,7 @@ def _key_text(value: object, column: str) -> str:
 
 
 def _describe(text: str) -> str:
-    return "the JSON rows" if text.lstrip().startswith("[") else text
+    return "--input" if text.lstrip().startswith("[") else text
 
 
 # ---- input ------------------------------------------------------------------------------------

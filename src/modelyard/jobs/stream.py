@@ -39,12 +39,16 @@ from modelyard.core.clock import SYSTEM_CLOCK, Clock
 from modelyard.errors import InvalidInputError
 from modelyard.jobs.sources import Message, Sink, Source
 from modelyard.jobs.stream_codec import (
+    can_merge,
     code_of,
     dead_letter_body,
     encode_result,
     is_transient,
+    merge_key,
+    merge_requests,
     parse_message,
     request_of,
+    split_response,
 )
 from modelyard.types import InferRequest, InferResponse, RequestContext, Signature
 
@@ -92,6 +96,8 @@ class StreamOptions:
 
     max_in_flight: int = 512
     batch: int = 64
+    #: Merge the messages of one fetch into one request when the model is row-wise.
+    merge: bool = True
     poll_s: float = 0.5
     lag_interval_s: float = 10.0
     retry_initial_s: float = 0.05
@@ -239,7 +245,7 @@ class StreamConsumer:
         backoff = _Backoff(self.options.retry_initial_s, self.options.retry_max_s)
         while todo:
             signature = await self.model.signature()
-            outcomes = await asyncio.gather(*(self._one(m, signature) for m in todo))
+            outcomes = await self._outcomes(todo, signature)
             retry: list[Message] = []
             for message, (msg_id, outcome) in zip(todo, outcomes, strict=True):
                 if isinstance(outcome, InferResponse):
@@ -259,16 +265,61 @@ class StreamConsumer:
             todo = retry
         return results, dead, 0
 
-    async def _one(
-        self, message: Message, signature: Signature
-    ) -> tuple[Any, InferResponse | BaseException]:
+    async def _outcomes(
+        self, messages: list[Message], signature: Signature
+    ) -> list[tuple[Any, InferResponse | BaseException]]:
+        """Each message's (id, response or error). Requests of one form (same inputs, shapes
+        past the batch axis and outputs) are merged into one dataplane call when the model is
+        row-wise (:func:`can_merge`); a merged call that fails is retried message by message,
+        so one poison message costs the others nothing but a second call."""
+        ids: list[Any] = []
+        outcomes: list[InferResponse | BaseException | None] = []
+        requests: dict[int, InferRequest] = {}
+        groups: dict[Any, list[int]] = {}
+        merge = self.options.merge and can_merge(signature)
+        for i, message in enumerate(messages):
+            msg_id, item = self._decode(message, signature)
+            ids.append(msg_id)
+            if isinstance(item, InferRequest):
+                outcomes.append(None)
+                requests[i] = item
+                groups.setdefault(merge_key(item) if merge else i, []).append(i)
+            else:
+                outcomes.append(item)
+        answers = await asyncio.gather(
+            *(self._infer_group([requests[i] for i in idx]) for idx in groups.values())
+        )
+        for idx, answer in zip(groups.values(), answers, strict=True):
+            for i, outcome in zip(idx, answer, strict=True):
+                outcomes[i] = outcome
+        return [(msg_id, o) for msg_id, o in zip(ids, outcomes, strict=True) if o is not None]
+
+    @staticmethod
+    def _decode(message: Message, signature: Signature) -> tuple[Any, InferRequest | BaseException]:
         msg_id: Any = message.ref
         try:
             msg_id, doc = parse_message(message)
-            request = request_of(msg_id, doc, signature)
-            return msg_id, await self.model.infer(request, RequestContext())
+            return msg_id, request_of(msg_id, doc, signature)
         except Exception as exc:
             return msg_id, exc
+
+    async def _infer_group(
+        self, requests: list[InferRequest]
+    ) -> list[InferResponse | BaseException]:
+        if len(requests) > 1:
+            try:
+                merged = await self.model.infer(merge_requests(requests), RequestContext())
+                return list(split_response(merged, requests))
+            except Exception as exc:
+                if is_transient(exc):
+                    return [exc] * len(requests)
+        return list(await asyncio.gather(*(self._infer_one(r) for r in requests)))
+
+    async def _infer_one(self, request: InferRequest) -> InferResponse | BaseException:
+        try:
+            return await self.model.infer(request, RequestContext())
+        except Exception as exc:
+            return exc
 
     async def _write(self, sink: Sink, bodies: list[bytes]) -> bool:
         """Write until it works (True) or the consumer stops (False: not acknowledged)."""

@@ -21,13 +21,17 @@ from modelyard.jobs.sources import Message
 from modelyard.types import Array, InferRequest, InferResponse, Signature
 
 __all__ = [
+    "can_merge",
     "code_of",
     "dead_letter_body",
     "decode_message",
     "encode_result",
     "is_transient",
+    "merge_key",
+    "merge_requests",
     "parse_message",
     "request_of",
+    "split_response",
 ]
 
 
@@ -123,3 +127,44 @@ def is_transient(error: BaseException) -> bool:
 
 def _text(value: object) -> str:
     return value.decode("utf-8", "replace") if isinstance(value, bytes) else str(value)
+
+
+# ---- merging the requests of one fetch ---------------------------------------------------------
+def can_merge(signature: Signature) -> bool:
+    """Rows of a request are independent: every input and output has a variable batch axis."""
+    specs = (*signature.inputs, *signature.outputs)
+    return bool(specs) and all(s.shape and s.shape[0] == -1 for s in specs)
+
+
+def merge_key(request: InferRequest) -> Any:
+    """Requests with equal keys can be concatenated along the batch axis."""
+    if request.parameters or any(a.ndim == 0 for a in request.inputs.values()):
+        return id(request)  # nothing to merge it with
+    form = tuple(sorted((n, a.dtype.str, a.shape[1:]) for n, a in request.inputs.items()))
+    return form, None if request.outputs is None else tuple(request.outputs)
+
+
+def merge_requests(requests: list[InferRequest]) -> InferRequest:
+    first = requests[0]
+    inputs = {name: np.concatenate([r.inputs[name] for r in requests]) for name in first.inputs}
+    return InferRequest(inputs=inputs, outputs=first.outputs)
+
+
+def split_response(response: InferResponse, requests: list[InferRequest]) -> list[InferResponse]:
+    """The merged ``response`` cut back into one response per request (ValueError when an
+    output does not have one row per input row)."""
+    rows = [next(iter(r.inputs.values())).shape[0] for r in requests]
+    total = sum(rows)
+    for name, array in response.outputs.items():
+        if array.ndim == 0 or array.shape[0] != total:
+            raise ValueError(f"output '{name}' has no row per input row")
+    out: list[InferResponse] = []
+    start = 0
+    for request, n in zip(requests, rows, strict=True):
+        outputs = {k: v[start : start + n] for k, v in response.outputs.items()}
+        params = dict(response.parameters)
+        out.append(
+            InferResponse(response.model_name, response.model_version, outputs, request.id, params)
+        )
+        start += n
+    return out

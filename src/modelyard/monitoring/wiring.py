@@ -52,7 +52,7 @@ def install_access_log(app: App) -> None:
 
 
 def install_metrics(app: App) -> None:
-    """The metrics observer, ``GET /metrics``, and (with workers) the periodic gauge sampler.
+    """The metrics observer, ``GET /metrics``, and the periodic flush and gauge sampler.
     ``app.extras["metrics"]`` is the :class:`~modelyard.monitoring.metrics.Metrics`: other
     features register their own metrics in its ``registry``."""
     if app.settings.metrics_dir is not None:

@@ -9,6 +9,7 @@ from __future__ import annotations
 import hashlib
 import os
 import threading
+import time
 from collections.abc import Iterable, Sequence
 from pathlib import Path, PurePosixPath
 
@@ -22,6 +23,10 @@ _CHUNK = 1 << 20
 _VERIFIED: dict[tuple[int, int, int, int], str] = {}
 _VERIFIED_LOCK = threading.Lock()
 _VERIFIED_MAX = 65_536
+# A file is remembered only once its mtime is this much older than the hash: a write lands in a
+# later timestamp than that only if timestamps are at least this fine (some filesystems keep
+# 1-2 s; Linux's in-kernel clock ticks every few ms), so any later write changes the mtime.
+_SETTLED_NS = 2_000_000_000
 
 
 def sha256_file(path: Path) -> str:
@@ -66,10 +71,11 @@ def verify_file(root: Path, entry: FileEntry, *, what: str, reuse: bool = False)
     ``reuse=True`` skips hashing a file that this process already hashed and found matching
     ``entry.sha256``, when it is still the same file, unchanged: same device, inode, size and
     modification time (ns). This is for re-reading a local copy again and again (a model
-    evicted from RAM reloads from it): the first use still hashes every byte. What it lets
-    through is a file rewritten in place with its old size and mtime put back on purpose, or
-    bits rotting on disk while the process runs; the copy was verified when written, and a
-    file replaced or edited by ordinary means gets a new inode or mtime and is hashed again.
+    evicted from RAM reloads from it): the first uses still hash every byte, and a file is
+    remembered only when it was last written at least ``_SETTLED_NS`` before it was hashed, so
+    a later write cannot share its timestamp. What it lets through is a file rewritten in place
+    with its old size and mtime put back on purpose, or bits rotting on disk while the process
+    runs; a file replaced or edited by ordinary means gets a new inode or mtime and is hashed.
     """
     path = root / safe_relpath(entry.path)
     if path.is_symlink() or not path.is_file():
@@ -88,7 +94,8 @@ def verify_file(root: Path, entry: FileEntry, *, what: str, reuse: bool = False)
         raise ChecksumMismatchError(
             f"{what}: file {entry.path!r} has sha256 {actual}, expected {entry.sha256}"
         )
-    if os.stat(path).st_mtime_ns == st.st_mtime_ns:  # not written to while it was hashed
+    settled = time.time_ns() - st.st_mtime_ns >= _SETTLED_NS
+    if settled and os.stat(path).st_mtime_ns == st.st_mtime_ns:  # and not written meanwhile
         with _VERIFIED_LOCK:
             if len(_VERIFIED) >= _VERIFIED_MAX:
                 _VERIFIED.clear()

@@ -23,13 +23,16 @@ def message(i: int, x: object = None) -> bytes:
 
 
 class FakeModel:
-    """y = 2x. ``gate`` holds every call until set; ``failures[id]`` is raised (in order)
-    by the calls for that message id."""
+    """y = 2x. ``gate`` holds every call until set. A call that holds a row whose first value
+    is ``i`` raises ``poison[i]`` (always) or the next of ``failures[i]`` (once each), as a
+    model fails a whole batch for one bad row."""
 
     def __init__(self, gate: asyncio.Event | None = None) -> None:
         self.gate = gate
-        self.failures: dict[str, list[Exception]] = {}
+        self.poison: dict[int, Exception] = {}
+        self.failures: dict[int, list[Exception]] = {}
         self.calls = 0
+        self.rows: list[int] = []
         self.running = 0
         self.most_running = 0
 
@@ -43,10 +46,14 @@ class FakeModel:
         try:
             if self.gate is not None:
                 await self.gate.wait()
-            queued = self.failures.get(str(request.id))
-            if queued:
-                raise queued.pop(0)
-            return InferResponse("m", "3", {"y": request.inputs["x"] * 2}, request.id)
+            x = request.inputs["x"]
+            self.rows.append(len(x))
+            for value in (int(v) for v in x[:, 0]):
+                if value in self.poison:
+                    raise self.poison[value]
+                if self.failures.get(value):
+                    raise self.failures[value].pop(0)
+            return InferResponse("m", "3", {"y": x * 2}, request.id)
         finally:
             self.running -= 1
 

@@ -21,7 +21,7 @@ def consumer(
     source: MemoryStream,
     sink: MemoryStream,
     dead: MemoryStream,
-    **options: int,
+    **options: int | bool,
 ) -> StreamConsumer:
     return StreamConsumer(
         model,
@@ -59,7 +59,7 @@ def test_a_poison_message_is_dead_lettered_and_does_not_block_the_rest() -> None
         message(4),
     )
     model = FakeModel()
-    model.failures["4"] = [InvalidInputError("the model refused it")]
+    model.poison[4] = InvalidInputError("the model refused it")
     c = consumer(model, source, sink, dead)
     stats = asyncio.run(run_until(c, lambda: len(source.acked()) == 5))
     assert sorted(results(sink.bodies)) == [0]
@@ -75,7 +75,7 @@ def test_a_poison_message_is_dead_lettered_and_does_not_block_the_rest() -> None
 def test_an_unexpected_model_failure_is_dead_lettered_as_internal() -> None:
     source, sink, dead = streams(2)
     model = FakeModel()
-    model.failures["1"] = [RuntimeError("boom")]
+    model.poison[1] = RuntimeError("boom")
     c = consumer(model, source, sink, dead)
     asyncio.run(run_until(c, lambda: len(source.acked()) == 2))
     (letter,) = map(orjson.loads, dead.bodies)
@@ -85,8 +85,8 @@ def test_an_unexpected_model_failure_is_dead_lettered_as_internal() -> None:
 def test_transient_errors_are_retried_not_dead_lettered() -> None:
     source, sink, dead = streams(3)
     model = FakeModel()
-    model.failures["1"] = [ModelLoadError("loading"), UnavailableError("queue full")]
-    c = consumer(model, source, sink, dead)
+    model.failures[1] = [ModelLoadError("loading"), UnavailableError("queue full")]
+    c = consumer(model, source, sink, dead, merge=False)
     stats = asyncio.run(run_until(c, lambda: len(source.acked()) == 3))
     assert sorted(results(sink.bodies)) == [0, 1, 2] and dead.bodies == []
     assert stats.retried == 2
@@ -97,7 +97,7 @@ def test_in_flight_messages_are_bounded() -> None:
         source, sink, dead = streams(100)
         gate = asyncio.Event()
         model = FakeModel(gate)
-        c = consumer(model, source, sink, dead, max_in_flight=10, batch=4)
+        c = consumer(model, source, sink, dead, max_in_flight=10, batch=4, merge=False)
         task = asyncio.create_task(c.run())
         await until(lambda: c.in_flight == 10)
         fetched = c.source.fetches  # type: ignore[attr-defined]
@@ -214,3 +214,36 @@ def test_lag_is_a_method_a_gauge_and_a_log_line(caplog: pytest.LogCaptureFixture
 def test_bad_options_name_the_flag(options: dict[str, int], flag: str) -> None:
     with pytest.raises(InvalidInputError, match=flag):
         StreamOptions(**options)
+
+
+def test_one_fetch_is_one_model_call_when_the_model_is_row_wise() -> None:
+    source, sink, dead = streams(0)
+    source.append(*(message(i) for i in range(8)), message(8, x=[[8, 1], [9, 1]]))
+    model = FakeModel()
+    c = consumer(model, source, sink, dead, batch=16)
+    asyncio.run(run_until(c, lambda: len(source.acked()) == 9))
+    assert model.rows == [10]  # 8 one-row messages and a two-row one, in one call
+    docs = results(sink.bodies)
+    assert docs[8]["outputs"] == {"y": [[16.0, 2.0], [18.0, 2.0]]}
+    assert docs[5]["outputs"] == {"y": [[10.0, 11.0]]}
+
+
+def test_a_poison_row_in_a_merged_call_fails_only_its_message() -> None:
+    source, sink, dead = streams(6)
+    model = FakeModel()
+    model.poison[2] = InvalidInputError("row 2 is bad")
+    c = consumer(model, source, sink, dead, batch=16)
+    asyncio.run(run_until(c, lambda: len(source.acked()) == 6))
+    assert model.rows[0] == 6 and sorted(model.rows[1:]) == [1] * 6  # merged, then one by one
+    assert sorted(results(sink.bodies)) == [0, 1, 3, 4, 5]
+    assert [orjson.loads(b)["id"] for b in dead.bodies] == [2]
+
+
+def test_a_transient_failure_of_a_merged_call_retries_the_whole_batch() -> None:
+    source, sink, dead = streams(4)
+    model = FakeModel()
+    model.failures[3] = [UnavailableError("loading")]
+    c = consumer(model, source, sink, dead, batch=16)
+    stats = asyncio.run(run_until(c, lambda: len(source.acked()) == 4))
+    assert model.rows == [4, 4] and stats.retried == 4
+    assert sorted(results(sink.bodies)) == [0, 1, 2, 3]

@@ -117,3 +117,22 @@ def test_kafka_commits_only_the_finished_prefix() -> None:
     assert part.advance() == 13 and list(part.outstanding) == [13]
     part.done.add(13)
     assert part.advance() == 14 and part.committed == 14
+
+
+def test_only_row_wise_models_are_merged_and_split_checks_rows() -> None:
+    from modelyard.jobs.stream_codec import can_merge, merge_key, merge_requests, split_response
+    from modelyard.types import Datatype, InferRequest, Signature, TensorSpec
+
+    assert can_merge(SIGNATURE)
+    fixed = TensorSpec(name="x", datatype=Datatype.FP32, shape=(3,))
+    assert not can_merge(Signature(inputs=(fixed,), outputs=SIGNATURE.outputs))
+    one = InferRequest(inputs={"x": np.ones((1, 2), np.float32)}, id="a")
+    two = InferRequest(inputs={"x": np.zeros((2, 2), np.float32)}, id="b")
+    wide = InferRequest(inputs={"x": np.zeros((1, 3), np.float32)}, id="c")
+    assert merge_key(one) == merge_key(two) != merge_key(wide)
+    merged = merge_requests([one, two])
+    assert merged.inputs["x"].shape == (3, 2)
+    parts = split_response(InferResponse("m", "1", {"y": merged.inputs["x"] * 2}), [one, two])
+    assert [p.id for p in parts] == ["a", "b"] and parts[1].outputs["y"].shape == (2, 2)
+    with pytest.raises(ValueError, match="no row per input row"):
+        split_response(InferResponse("m", "1", {"y": np.zeros(1)}), [one, two])

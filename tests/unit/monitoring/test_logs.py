@@ -18,9 +18,11 @@ from modelyard.monitoring import tracing
 from modelyard.monitoring.logs import (
     ACCESS_LOGGER,
     AccessLogObserver,
+    BatchingHandler,
     JsonFormatter,
     TextFormatter,
     configure_logging,
+    flush_logs,
 )
 from modelyard.settings import Settings
 from modelyard.types import InferRequest, RequestContext
@@ -59,6 +61,7 @@ def configured(**overrides: Any) -> io.StringIO:
 
 
 def lines(stream: io.StringIO) -> list[dict[str, Any]]:
+    flush_logs()  # access lines are written in batches
     return [json.loads(line) for line in stream.getvalue().splitlines()]
 
 
@@ -163,6 +166,23 @@ def test_access_log_sampling_keeps_the_configured_fraction() -> None:
     assert len(lines(stream)) == 3  # the draws below 0.25
 
 
+def test_the_fast_path_writes_the_same_line_as_the_logging_path() -> None:
+    stream = access_stream()
+    root = logging.getLogger()
+    others = [h for h in root.handlers if not isinstance(h, BatchingHandler)]
+    AccessLogObserver(1.0).on_infer(infer_event())  # pytest's handlers too: the logging path
+    for handler in others:  # now ours is the only handler: lines skip the LogRecord
+        root.removeHandler(handler)
+    try:
+        AccessLogObserver(1.0).on_infer(infer_event())
+    finally:
+        for handler in others:
+            root.addHandler(handler)
+    slow, fast = lines(stream)
+    assert slow.pop("ts") and fast.pop("ts")
+    assert slow == fast
+
+
 def test_no_access_lines_at_sample_zero_or_when_the_logger_is_off() -> None:
     stream = access_stream()
     AccessLogObserver(0.0, rand=lambda: pytest.fail("no draw needed")).on_infer(infer_event())
@@ -187,3 +207,44 @@ def test_access_lines_name_the_trace_while_tracing() -> None:
 def test_sample_out_of_range_is_refused() -> None:
     with pytest.raises(InvalidInputError, match="access_log_sample"):
         AccessLogObserver(1.5)
+
+
+# ---- batched writes ----------------------------------------------------------------------------
+class Clock:
+    def __init__(self) -> None:
+        self.now = 100.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def access_record(n: int) -> logging.LogRecord:
+    return logging.LogRecord(ACCESS_LOGGER, logging.INFO, __file__, 0, f"a{n}", None, None)
+
+
+def test_access_lines_wait_for_the_delay_the_size_or_a_flush() -> None:
+    stream, clock = io.StringIO(), Clock()
+    handler = BatchingHandler(stream, max_delay_s=0.2, max_bytes=1000, clock=clock)
+    handler.setFormatter(logging.Formatter("%(message)s"))
+    handler.handle(access_record(1))
+    clock.now += 0.125
+    handler.handle(access_record(2))
+    assert stream.getvalue() == ""
+    clock.now += 0.125  # the oldest line has now waited longer than max_delay_s
+    handler.handle(access_record(3))
+    assert stream.getvalue() == "a1\na2\na3\n"
+    handler.handle(access_record(4))
+    handler.flush()
+    assert stream.getvalue().endswith("a3\na4\n")
+    for n in range(400):  # ~2000 bytes: written at max_bytes without waiting
+        handler.handle(access_record(n))
+    assert len(stream.getvalue()) > 1000
+
+
+def test_other_records_are_written_at_once_after_pending_access_lines() -> None:
+    stream = io.StringIO()
+    handler = BatchingHandler(stream, clock=Clock())
+    handler.setFormatter(logging.Formatter("%(message)s"))
+    handler.handle(access_record(1))
+    handler.handle(logging.LogRecord("modelyard.x", logging.INFO, __file__, 0, "x", None, None))
+    assert stream.getvalue() == "a1\nx\n"
