@@ -125,6 +125,32 @@ def cpu_seconds(pid: int) -> float:
         return 0.0
 
 
+def thread_cpu_seconds(pid: int) -> dict[int, float]:
+    """CPU seconds per thread (OS thread id) of ``pid``."""
+    out: dict[int, float] = {}
+    for task in Path(f"/proc/{pid}/task").glob("*"):
+        with contextlib.suppress(OSError, ValueError, IndexError):
+            fields = (task / "stat").read_text().rpartition(")")[2].split()
+            out[int(task.name)] = (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    return out
+
+
+def thread_names(pid: int, py_spy: str) -> dict[int, str]:
+    """Python thread names by OS thread id, from ``py-spy dump`` ("" where it fails)."""
+    try:
+        dump = subprocess.run(
+            [py_spy, "dump", "--pid", str(pid)], capture_output=True, text=True, timeout=60
+        ).stdout
+    except (OSError, subprocess.SubprocessError):
+        return {}
+    names: dict[int, str] = {}
+    for line in dump.splitlines():
+        if line.startswith("Thread ") and '"' in line:
+            with contextlib.suppress(ValueError):
+                names[int(line.split()[1])] = line.split('"')[1]
+    return names
+
+
 def machine() -> str:
     cpu = "unknown CPU"
     with contextlib.suppress(OSError):

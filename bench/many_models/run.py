@@ -14,6 +14,7 @@ import argparse
 import contextlib
 import datetime as dt
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -39,6 +40,8 @@ from procs import (  # noqa: E402
     post,
     process,
     rss_bytes,
+    thread_cpu_seconds,
+    thread_names,
     wait_ready,
 )
 from report import ModeResult, cache_delta, goals, record, static_ceiling, table  # noqa: E402
@@ -74,11 +77,18 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     )
     p.add_argument("--no-naive", action="store_true", help="skip A (no goals vs A, no record)")
     p.add_argument(
+        "--server-env",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="extra environment of the ModelYard servers (B and C); repeatable; no record",
+    )
+    p.add_argument(
         "--py-spy", action="store_true", help="profile B's servers (py-spy, logs/B-*.txt)"
     )
     args = p.parse_args(argv)
     args.policies = [x.strip() for x in args.policies.split(",") if x.strip()]
-    if args.no_naive or args.py_spy:
+    if args.no_naive or args.py_spy or args.server_env:
         args.record = False
     if args.quick:
         args.models, args.duration, args.warmup = 40, 5.0, 3.0
@@ -163,6 +173,7 @@ class Bench:
             "MODELYARD_LOCAL_CACHE_DIR": str(self.work / "disk"),
             "MODELYARD_LOG_LEVEL": "warning",
             "MODELYARD_CACHE_POLICY": policy,
+            **dict(kv.split("=", 1) for kv in self.args.server_env),
         }
         if preload:
             env["MODELYARD_PRELOAD"] = ",".join(s.name for s in self.specs)
@@ -205,13 +216,15 @@ class Bench:
 
     @contextlib.contextmanager
     def profiled(self, mode: str, pid: int) -> Iterator[None]:
-        """With ``--py-spy``, samples B's server during the measured run (logs/B*-py-spy.txt,
-        py-spy's raw format: one folded stack and its count per line)."""
-        if not (self.args.py_spy and mode.startswith("B")):
+        """With ``--py-spy``, samples the server during the measured run (logs/<mode>-py-spy.txt,
+        py-spy's raw format: one folded stack and its count per line) and prints its CPU
+        seconds by thread (event loop, inference threads, model cache loaders, ...)."""
+        if not self.args.py_spy:
             yield
             return
         py_spy = str(Path(sys.executable).parent / "py-spy")
         out = self.logs / f"{mode}-py-spy.txt"
+        before = thread_cpu_seconds(pid)
         cmd = [py_spy, "record", "--pid", str(pid), "-f", "raw", "-r", "100", "-o", str(out)]
         cmd += ["--duration", str(int(self.args.duration)), "--nonblocking"]
         spy = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
@@ -219,6 +232,13 @@ class Bench:
             yield
         finally:
             spy.wait(60)
+        after, names = thread_cpu_seconds(pid), thread_names(pid, py_spy)
+        groups: dict[str, float] = {}
+        for tid, cpu in after.items():
+            group = re.sub(r"_\d+$", "", names.get(tid, "native (no Python frame)"))
+            groups[group] = groups.get(group, 0.0) + cpu - before.get(tid, 0.0)
+        split = ", ".join(f"{g} {s:.2f}" for g, s in sorted(groups.items(), key=lambda x: -x[1]))
+        print(f"{mode}: CPU seconds by thread: {split}", flush=True)
         print(f"{mode}: py-spy profile in {out}", flush=True)
 
     def naive(self) -> ModeResult:
@@ -318,21 +338,27 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def _hit_notes(results: dict[str, ModeResult], ceiling: float, budget: int) -> list[str]:
+    """Per ModelYard mode: hit ratio and loads (B), and the server's CPU: on a shared machine
+    requests per CPU-second compare modes that got different shares of their core."""
     notes = []
-    for mode, r in results.items():
-        if mode.startswith("B"):
-            d = r.stats.duration_s
-            per_load = r.extra["load_s"] / (r.loads_per_s * d) * 1e3 if r.loads_per_s else 0.0
-            notes.append(
-                f"{mode}'s hit ratio {r.hit_ratio:.3f} ({r.extra['policy'].upper()}), "
-                f"{r.loads_per_s:.0f} loads/s of {per_load:.1f} ms each (wall, load + warm-up), "
-                f"{r.extra['load_s'] / d:.0%} of the time in loads; server CPU "
-                f"{r.extra['cpu_s'] / d:.0%} of one core; in-RAM bytes at the end "
-                f"{r.extra['bytes_in_use'] / 2**20:.1f} MiB of its {budget / 2**20:.1f} MiB."
-            )
     c = results.get("C")
-    if c is not None:
-        notes.append(f"C's server CPU {c.extra['cpu_s'] / c.stats.duration_s:.0%} of one core.")
+    c_eff = c.stats.rps / (c.extra["cpu_s"] / c.stats.duration_s) if c and c.extra["cpu_s"] else 0
+    for mode, r in results.items():
+        if mode == "A":
+            continue
+        d = r.stats.duration_s
+        cpu = r.extra["cpu_s"] / d
+        eff = r.stats.rps / cpu if cpu else 0.0
+        text = f"{mode}: server CPU {cpu:.0%} of its core, {eff:,.0f} requests per CPU-second"
+        if mode.startswith("B"):
+            per_load = r.extra["load_s"] / (r.loads_per_s * d) * 1e3 if r.loads_per_s else 0.0
+            text += (f" ({eff / c_eff:.2f}x C's)" if c_eff else "") + (
+                f"; hit ratio {r.hit_ratio:.3f} ({r.extra['policy'].upper()}), "
+                f"{r.loads_per_s:.0f} loads/s taking {per_load:.1f} ms each (wall time on the "
+                f"loader threads, load + warm-up); in RAM at the end "
+                f"{r.extra['bytes_in_use'] / 2**20:.1f} MiB of its {budget / 2**20:.1f} MiB"
+            )
+        notes.append(text + ".")
     notes.append(f"Static ceiling of the hit ratio for this budget and mix: {ceiling:.3f}.")
     return notes
 

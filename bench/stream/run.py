@@ -247,8 +247,9 @@ def record(
     load = lambda values: " ".join(f"{v:.2f}" for v in values)  # noqa: E731
     text = f"""{SECTION}
 
-Command: `{command}` ({started:%Y-%m-%d %H:%M} UTC, this {os.cpu_count()}-core machine; load
-average {load(load_start)} at start, {load(load_end)} at end). Each broker is a throwaway local
+Command: `{command}`
+({started:%Y-%m-%d %H:%M} UTC, this {os.cpu_count()}-core machine; load average
+{load(load_start)} at start, {load(load_end)} at end). Each broker is a throwaway local
 process (redis-server 7, nats-server 2.9 with JetStream, Tansu 0.6 for the Kafka protocol). A
 fresh stream of {args.messages:,} messages `{{"id", "inputs": {{"input": [20 floats]}}}}` is
 produced before each consumer starts; the consumer (a child process) scores it with a 20-feature
@@ -264,7 +265,10 @@ linear ONNX model into a sink stream, acknowledging each message after its resul
   call, write, acknowledge; no validation, no dead letters).
 
 msg/s = messages / seconds from the first message fetched to the last acknowledged, median of
-{args.rounds} interleaved rounds.
+{args.rounds} interleaved rounds. What *plain* skips and *modelyard* pays per message: parsing
+it into a typed request checked against the signature (so a bad message is dead-lettered, not
+fed to the model), one result document per message with model and version, per-message
+acknowledgement bookkeeping, and the dataplane (resolver, model cache lease, batcher).
 
 {table}
 """

@@ -67,9 +67,14 @@ class Server:
             self.proc.wait()
 
 
+PIN = True  # benchmarks' --no-pin turns it off: on a busy shared machine a pinned process
+# cannot escape other work on its core, while the scheduler can move an unpinned one
+
+
 def serve(registry: Path, log: Path, preload: str, env: dict[str, str]) -> Server:
-    """``python -m modelyard serve`` pinned to the server core, once it reports ready."""
-    cmd = ["taskset", "-c", str(SERVER_CPU), sys.executable, "-m", "modelyard", "serve"]
+    """``python -m modelyard serve`` (pinned to the server core), once it reports ready."""
+    pin = ["taskset", "-c", str(SERVER_CPU)] if PIN else []
+    cmd = [*pin, sys.executable, "-m", "modelyard", "serve"]
     cmd += ["--registry", str(registry), "--http-port", "0", "--grpc-port", "-1"]
     cmd += ["--preload", preload]
     full = {**os.environ, **env, "PYTHONPATH": os.pathsep.join([str(ROOT / "src"), str(ROOT)])}
@@ -178,7 +183,8 @@ def open_loop(
 
 def pin_client() -> None:
     """This process (the load generator) runs on the client core, the server on its own."""
-    os.sched_setaffinity(0, {CLIENT_CPU})
+    if PIN:
+        os.sched_setaffinity(0, {CLIENT_CPU})
 
 
 def machine_line() -> str:
@@ -231,3 +237,17 @@ def interleaved(
     for total in pooled.values():
         total.server_cpu /= total.duration_s  # share of one core over the endpoint's slices
     return pooled
+
+
+def placement() -> str:
+    """How the server and the generator were placed on the cores, for the record."""
+    if PIN:
+        return (
+            f"server `taskset -c {SERVER_CPU} python -m modelyard serve` (one process), "
+            f"open-loop generator pinned to core {CLIENT_CPU}"
+        )
+    return (
+        "server `python -m modelyard serve` (one process) and the open-loop generator not "
+        "pinned (`--no-pin`: on a busy shared machine the scheduler can move them away from "
+        "other work)"
+    )

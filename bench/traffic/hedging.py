@@ -3,17 +3,17 @@
     .venv/bin/python bench/traffic/hedging.py                 # 30 x 1 s slices each, records
     .venv/bin/python bench/traffic/hedging.py --slices 4 --no-record      # smoke run
 
-One server (pinned to core 0) serves one version of ``bench/traffic/stallmodel.py`` (1 ms per
-call; 1 % of calls, at random, 200 ms instead) through two endpoints: ``direct`` (one route)
-and ``hedged`` (the same route with ``hedging: {delay_ms: D, max_fraction: 0.05}``: when the
-first copy has not answered after D ms a second copy goes to another inference thread, the
-first answer wins, the other is cancelled). An open-loop generator (pinned to core 1) sends a
-fixed rate, alternating short slices between the endpoints (ABBA), latency measured from each
-request's scheduled send time. Extra load = model calls (from the registry's serving stats,
-cancelled copies included) per client request, minus one. Goal: p99 cut >= 5x, extra load
-<= 5 %. With exactly 1 % of calls stalled the unhedged p99 sits on the edge of the stalls (it
-is a stall only when a run happens to draw more than 1 %), so p99.9 and the share of requests
-over half the stall time are reported too.
+One server serves one version of ``bench/traffic/stallmodel.py`` (1 ms per call; 1 % of calls,
+at random, 200 ms instead) through two endpoints: ``direct`` (one route) and ``hedged`` (the
+same route with ``hedging: {delay_ms: D, max_fraction: 0.05}``: when the first copy has not
+answered after D ms a second copy goes to another inference thread, the first answer wins, the
+other is cancelled). An open-loop generator sends a fixed rate, alternating short slices
+between the endpoints (ABBA), latency measured from each request's scheduled send time.
+Server on core 0 and generator on core 1 unless ``--no-pin``. Extra load = model calls (from
+the registry's serving stats, cancelled copies included) per client request, minus one. Goal:
+p99 cut >= 5x, extra load <= 5 %. With exactly 1 % of calls stalled the unhedged p99 sits on
+the edge of the stalls (it is a stall only when a run happens to draw more than 1 %), so
+p99.9 and the share of requests over half the stall time are reported too.
 """
 
 from __future__ import annotations
@@ -26,6 +26,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
+from bench.traffic import common
 from bench.traffic.common import (
     ROOT,
     Run,
@@ -34,6 +35,7 @@ from bench.traffic.common import (
     ms,
     open_loop,
     pin_client,
+    placement,
     record,
     serve,
 )
@@ -113,7 +115,9 @@ def main() -> None:
     parser.add_argument("--stall-ms", type=float, default=200.0, help="model time when stalled")
     parser.add_argument("--stall-rate", type=float, default=0.01, help="share of calls stalled")
     parser.add_argument("--no-record", action="store_true", help="do not write BENCHMARKS.md")
+    parser.add_argument("--no-pin", action="store_true", help="let the OS place both processes")
     args = parser.parse_args()
+    common.PIN = not args.no_pin
     pin_client()
     before = machine_line()
     with tempfile.TemporaryDirectory(prefix="modelyard-hedging-bench-") as tmp:
@@ -145,8 +149,8 @@ def main() -> None:
     section = f"""### {stamp} UTC — hedging: `{command}`
 
 - Machine: {before} at start; load average {machine_line().rsplit("load average ", 1)[1]} at end.
-- Server `taskset -c 0 python -m modelyard serve` (one process, 16 inference threads), open-loop
-  generator pinned to core 1 at {args.rate:g} requests/s; model `bench/traffic/stallmodel.py`:
+- Placement: {placement()}; 16 inference threads; {args.rate:g} requests/s.
+- Model `bench/traffic/stallmodel.py`:
   {args.base_ms:g} ms per call, {args.stall_rate:.0%} of calls at random {args.stall_ms:g} ms.
   `direct`: one route; `hedged`: the same route with `hedging: {{delay_ms: {args.delay_ms:g},
   max_fraction: 0.05}}`. {args.slices} x {args.slice_s:g} s slices per endpoint, alternating

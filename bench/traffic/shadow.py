@@ -2,15 +2,16 @@
 
     .venv/bin/python bench/traffic/shadow.py                    # 30 x 1 s slices per point
     .venv/bin/python bench/traffic/shadow.py --slices 4 --no-record      # smoke run
+    .venv/bin/python bench/traffic/shadow.py --no-pin           # on a busy shared machine
 
-One server (pinned to core 0) serves two endpoints over the same model version: ``plain`` (one
-route) and ``shadowed`` (the same route plus a shadow of another version of the same model on
-every request, ``fraction: 1.0``, argmax comparison). An open-loop generator (pinned to core 1)
-sends a fixed rate, alternating short slices between the two endpoints (ABBA), and measures
-latency from each request's scheduled send time. Reported per rate: pooled p50/p99/p99.9 per
-endpoint, the median over slices of each slice's p99 and its ratio shadowed/plain (goal <=
-1.10), the server's CPU, and from the
-registry's serving stats how many shadows ran, were dropped (box busy) and agreed.
+One server serves two endpoints over the same model version: ``plain`` (one route) and
+``shadowed`` (the same route plus a shadow of another version of the same model on every
+request, ``fraction: 1.0``, argmax comparison). An open-loop generator sends a fixed rate,
+alternating short slices between the two endpoints (ABBA), and measures latency from each
+request's scheduled send time. Server on core 0 and generator on core 1 unless ``--no-pin``.
+Reported per rate: pooled p50/p99/p99.9 per endpoint, the median over slices of each slice's
+p99 and its ratio shadowed/plain (goal <= 1.10), the server's CPU, and from the registry's
+serving stats how many shadows ran, were dropped (box busy) and agreed.
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
+from bench.traffic import common
 from bench.traffic.common import (
     ROOT,
     Run,
@@ -31,6 +33,7 @@ from bench.traffic.common import (
     ms,
     open_loop,
     pin_client,
+    placement,
     record,
     serve,
 )
@@ -146,7 +149,9 @@ def main() -> None:
     parser.add_argument("--slice-s", type=float, default=1.0, help="seconds per slice")
     parser.add_argument("--warmup", type=float, default=2.0, help="seconds of discarded warm-up")
     parser.add_argument("--no-record", action="store_true", help="do not write BENCHMARKS.md")
+    parser.add_argument("--no-pin", action="store_true", help="let the OS place both processes")
     args = parser.parse_args()
+    common.PIN = not args.no_pin
     pin_client()
     before = machine_line()
     with tempfile.TemporaryDirectory(prefix="modelyard-shadow-bench-") as tmp:
@@ -160,8 +165,8 @@ def main() -> None:
     section = f"""### {stamp} UTC — shadow cost: `{command}`
 
 - Machine: {before} at start; load average {machine_line().rsplit("load average ", 1)[1]} at end.
-- Server `taskset -c 0 python -m modelyard serve` (one process), open-loop generator pinned to
-  core 1; model: the peer comparison's logreg ONNX (`bench/models.py`), one row per request.
+- Placement: {placement()}.
+- Model: the peer comparison's logreg ONNX (`bench/models.py`), one row per request.
   Endpoint `plain`: one route; `shadowed`: the same route plus a shadow of a second version of
   the model on **every** request (`fraction: 1.0`, argmax comparison), default
   `shadow_max_concurrency` (8). Per rate, {args.slices} x {args.slice_s:g} s slices per
@@ -172,7 +177,7 @@ def main() -> None:
 - Goal, primary p99 with the shadow on within 10 % of p99 with it off: met at
   {", ".join(met) or "no rate"} (ratios of the median slice p99:
   {", ".join(f"{r:.2f}x" for r in ratios)}). The median over the slices of each slice's p99
-  is the compared number because other work on this shared machine stalls the pinned server
+  is the compared number because other work on this shared machine stalls the server
   now and then for hundreds of ms, which swamps the pooled p99 of whichever endpoint it hits;
   the pooled p99 and p99.9 are shown too.
 

@@ -107,6 +107,7 @@ def build_app(settings: Settings, *, clock: Clock = SYSTEM_CLOCK, features: bool
         make_loader(registry, runtime_options(settings), fetch_seconds=fetch_seconds, clock=clock),
         budget_bytes=settings.cache_bytes,
         policy=settings.cache_policy,
+        load_threads=settings.cache_load_threads,
         idle_ttl_s=settings.idle_unload_s,
         failure_ttl_s=settings.load_failure_ttl_s,
         clock=clock,

@@ -109,8 +109,9 @@ class ModelCache:
     """Loaded runtimes keyed by :class:`CacheKey`: single-flight loads, warm-up, eviction under
     ``budget_bytes`` by ``policy`` (``"gdsf"`` or ``"lru"``), idle unload after ``idle_ttl_s``,
     pins, failures remembered for ``failure_ttl_s``. ``frequency_window``: GDSF's request counts
-    are halved every that many requests (see :class:`RequestHistory`). Safe to use from any
-    thread and from any event loop."""
+    are halved every that many requests (see :class:`RequestHistory`). ``load_threads``: loads
+    (and unloads) run on that many threads of an executor the cache owns, unless ``executor``
+    is given. Safe to use from any thread and from any event loop."""
 
     def __init__(
         self,
@@ -124,6 +125,7 @@ class ModelCache:
         on_event: Callable[[CacheEvent], None] | None = None,
         policy: str = "gdsf",
         frequency_window: int = 50_000,
+        load_threads: int = 4,
     ) -> None:
         if isinstance(budget_bytes, bool) or not isinstance(budget_bytes, int) or budget_bytes < 1:
             raise InvalidInputError(f"budget_bytes must be an int >= 1, got {budget_bytes!r}")
@@ -131,6 +133,8 @@ class ModelCache:
             raise InvalidInputError(f"idle_ttl_s must be > 0 or None, got {idle_ttl_s!r}")
         if not failure_ttl_s >= 0:
             raise InvalidInputError(f"failure_ttl_s must be >= 0, got {failure_ttl_s!r}")
+        if isinstance(load_threads, bool) or not isinstance(load_threads, int) or load_threads < 1:
+            raise InvalidInputError(f"load_threads must be an int >= 1, got {load_threads!r}")
         self._policy = check_policy(policy)
         self._gdsf = policy == "gdsf"
         self._history: RequestHistory[CacheKey] = RequestHistory(frequency_window)
@@ -142,7 +146,7 @@ class ModelCache:
         self._clock = clock
         self._owns_executor = executor is None
         self._executor = executor or concurrent.futures.ThreadPoolExecutor(
-            max_workers=4, thread_name_prefix="modelyard-cache"
+            max_workers=load_threads, thread_name_prefix="modelyard-cache"
         )
         self._lock = threading.Lock()
         # Insertion order is recency order (move_to_end on use): the LRU tie-break.

@@ -5,27 +5,20 @@ The consumer is a frontend like REST or gRPC: it decodes a message into an
 cache, signature checks and batcher a server uses, built by :func:`modelyard.app.build_app`),
 and encodes the answer. Its own job is the delivery guarantee:
 
-* **micro-batching**: each fetch takes up to ``batch`` messages and submits them together, one
-  request per message, so the model's batcher coalesces them into few ``predict`` calls;
+* **micro-batching**: each fetch takes up to ``batch`` messages; those of one form become one
+  request when the model is row-wise, and the model's batcher merges concurrent fetches;
 * **backpressure**: at most ``max_in_flight`` messages are fetched and not yet acknowledged;
-  the consumer fetches no more until results are written;
-* **at-least-once**: a message is acknowledged only after its result (or its dead letter) was
-  written to the sink; a crash before that means it is delivered again (so a result may appear
-  twice, never zero times);
-* **poison messages** (not JSON, wrong inputs, a model error on that message) go to the
-  dead-letter sink with the error and are acknowledged; the rest of the batch is unaffected.
-  Errors that say "not now" (the model is loading or overloaded, the sink is down) are retried
-  with backoff instead;
-* **graceful shutdown**: once ``stop`` is set no message is fetched, and everything in flight
-  is scored, written and acknowledged before :meth:`StreamConsumer.run` returns;
+* **at-least-once**: a message is acknowledged only after its result (or dead letter) was
+  written; a crash before that means it is delivered again (a duplicate, never a loss);
+* **poison messages** go to the dead-letter sink with the error and are acknowledged; errors
+  that say "not now" (model loading or overloaded, sink down) are retried with backoff;
+* **graceful shutdown**: after :meth:`StreamConsumer.stop` nothing is fetched, and everything
+  in flight is settled before :meth:`StreamConsumer.run` returns;
 * **consumer lag**: :meth:`StreamConsumer.lag`, a log line every ``lag_interval_s`` and the
   ``modelyard_stream_lag_messages`` gauge.
 
-Message format: ``{"id": ..., "inputs": {name: nested list}}`` (rows as ``modelyard predict
---input`` takes them) or an Open Inference Protocol V2 request body ``{"id": ..., "inputs":
-[{"name", "shape", "datatype", "data"}], "outputs": [{"name"}]}``. Result: ``{"id": ...,
-"model": ..., "version": ..., "outputs": {name: nested list}}``. A message without ``id`` gets
-its broker position as id.
+The message format is in :mod:`modelyard.jobs.stream_codec`; the command in
+:mod:`modelyard.jobs.stream_run`; the user guide in ``docs/stream.md``.
 """
 
 from __future__ import annotations
@@ -244,8 +237,10 @@ class StreamConsumer:
         todo = list(messages)
         backoff = _Backoff(self.options.retry_initial_s, self.options.retry_max_s)
         while todo:
-            signature = await self.model.signature()
-            outcomes = await self._outcomes(todo, signature)
+            try:
+                outcomes = await self._outcomes(todo, await self.model.signature())
+            except Exception as exc:  # the registry could not say what the model takes
+                outcomes = [(m.ref, exc) for m in todo]
             retry: list[Message] = []
             for message, (msg_id, outcome) in zip(todo, outcomes, strict=True):
                 if isinstance(outcome, InferResponse):

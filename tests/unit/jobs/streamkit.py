@@ -31,12 +31,15 @@ class FakeModel:
         self.gate = gate
         self.poison: dict[int, Exception] = {}
         self.failures: dict[int, list[Exception]] = {}
+        self.signature_failures: list[Exception] = []
         self.calls = 0
         self.rows: list[int] = []
         self.running = 0
         self.most_running = 0
 
     async def signature(self) -> Signature:
+        if self.signature_failures and self.calls:  # run() itself gets it: fail later calls
+            raise self.signature_failures.pop(0)
         return SIGNATURE
 
     async def infer(self, request: InferRequest, ctx: RequestContext) -> InferResponse:

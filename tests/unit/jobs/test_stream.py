@@ -247,3 +247,22 @@ def test_a_transient_failure_of_a_merged_call_retries_the_whole_batch() -> None:
     stats = asyncio.run(run_until(c, lambda: len(source.acked()) == 4))
     assert model.rows == [4, 4] and stats.retried == 4
     assert sorted(results(sink.bodies)) == [0, 1, 2, 3]
+
+
+def test_a_registry_hiccup_while_resolving_the_signature_is_retried() -> None:
+    source, sink, dead = streams(3)
+    model = FakeModel()
+    c = consumer(model, source, sink, dead, batch=3)
+
+    async def scenario() -> None:
+        task = asyncio.create_task(c.run())
+        await until(lambda: len(source.acked()) == 3)
+        model.signature_failures.append(UnavailableError("registry database busy"))
+        source.append(message(3))
+        await until(lambda: len(source.acked()) == 4)
+        c.stop()
+        await task
+
+    asyncio.run(scenario())
+    assert sorted(results(sink.bodies)) == list(range(4)) and dead.bodies == []
+    assert c.stats.retried >= 1

@@ -10,10 +10,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 import skops.io
-from skops.io.exceptions import UntrustedTypesFoundException
 from sklearn.linear_model import LogisticRegression
 from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import FunctionTransformer
+from skops.io.exceptions import UntrustedTypesFoundException
 
 import modelyard.runtimes.sklearn as sk
 from modelyard.errors import UnsafeArtifactError
@@ -37,9 +37,9 @@ def listings(monkeypatch: pytest.MonkeyPatch) -> Listings:
 
     def counting(*, file: Path) -> list[str]:
         calls.append(file)
-        return real(file=file)
+        return list(real(file=file))
 
-    monkeypatch.setattr(sk.skops.io, "get_untrusted_types", counting)
+    monkeypatch.setattr(skops.io, "get_untrusted_types", counting)
     monkeypatch.setattr(sk, "_SKOPS_TYPES", {})
     return lambda: len(calls)
 
