@@ -327,7 +327,10 @@ def main(argv: list[str] | None = None) -> int:
             "",
         ]
     )
+    # Only a recorded run replaces the tracked results file; other runs leave theirs in the logs.
     out = ROOT / "bench" / "results" / "many_models_latest.json"
+    if not args.record:
+        out = bench.logs / "results.json"
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_bytes(orjson.dumps(_json(results, notes, args), option=orjson.OPT_INDENT_2))
     if args.record:

@@ -34,6 +34,7 @@ def decide_flush(
     batches_in_flight: int,
     config: BatchConfig,
     arrival_gap_s: float | None = None,
+    lone_request: bool = False,
 ) -> FlushDecision:
     """Flush when there is work, a batch slot is free, and either the batch is full or the
     oldest request has waited ``max_wait_s``. Otherwise say how long to wait.
@@ -41,13 +42,16 @@ def decide_flush(
     ``arrival_gap_s`` is the recent mean time between requests. When the rest of the wait
     would not even see one more request arrive (a lone client, light traffic), waiting only
     adds latency: flush now. Under load the gap is small and the batch fills as configured.
+    ``lone_request`` says the queue holds one request and the previous batch held one too: the
+    last wait caught nobody, so this one would not either (a closed-loop client only sends
+    after its answer).
     """
     if queued_rows == 0 or batches_in_flight >= config.max_concurrent_batches:
         return FlushDecision(False, None)
     if queued_rows >= config.max_batch_size or oldest_age_s >= config.max_wait_s:
         return FlushDecision(True, None)
     remaining = config.max_wait_s - oldest_age_s
-    if arrival_gap_s is not None and arrival_gap_s > remaining:
+    if lone_request or (arrival_gap_s is not None and arrival_gap_s > remaining):
         return FlushDecision(True, None)
     return FlushDecision(False, remaining)
 

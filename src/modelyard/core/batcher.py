@@ -100,6 +100,7 @@ class Batcher:
         self._latency: float | None = None
         self._last_arrival: float | None = None
         self._arrival_gap: float | None = None  # EWMA of the time between requests
+        self._last_batch_requests = 0
         self.stats = BatcherStats()
 
     async def submit(
@@ -150,6 +151,7 @@ class Batcher:
                 batches_in_flight=self._in_flight,
                 config=self.config,
                 arrival_gap_s=self._arrival_gap,
+                lone_request=len(self._queue) == 1 and self._last_batch_requests == 1,
             )
             if not decision.flush:
                 if decision.wait_s is not None and self._timer is None:
@@ -172,6 +174,7 @@ class Batcher:
             self.config.max_batch_size,
         )
         batch = self._take(picked)
+        self._last_batch_requests = len(batch)
         self._queued_rows -= sum(p.rows for p in batch)
         now = self._clock.monotonic()
         expected = self._latency or 0.0

@@ -102,3 +102,11 @@ def test_waiting_only_when_more_requests_are_expected(
     )
     assert d.flush is flush
     assert d.wait_s == (None if wait is None else pytest.approx(wait))
+
+
+def test_a_lone_request_after_a_lone_batch_does_not_wait() -> None:
+    # a closed-loop client: the last wait caught nobody, so this one flushes at once
+    d = decide_flush(
+        queued_rows=1, oldest_age_s=0.0, batches_in_flight=0, config=CFG, lone_request=True
+    )
+    assert d.flush

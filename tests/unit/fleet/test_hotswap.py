@@ -13,7 +13,7 @@ from modelyard.core.clock import FakeClock
 from modelyard.core.hotswap import HotSwapper, WatchedResolver
 from modelyard.core.model_cache import CacheKey, ModelCache
 from modelyard.registry import Registry
-from tests.unit.core.cache_fakes import FakeLoader, yield_to_loop
+from tests.unit.core.cache_fakes import FakeLoader
 from tests.unit.registry.fakes import FakeModel
 
 K1, K2 = CacheKey("m", 1), CacheKey("m", 2)
@@ -95,10 +95,12 @@ def test_the_old_version_drains_before_it_is_unloaded(make_rig: MakeRig) -> None
         async with rig.cache.lease(K1):
             rig.registry.push(FakeModel(), name="m")
             refresh = asyncio.create_task(rig.swapper.refresh())
-            for _ in range(200):
-                await yield_to_loop()
-                if rig.resolver.cached("m", None).version == 2:  # type: ignore[union-attr]
-                    break
+            # v2 loads on a worker thread: wait (bounded) until the resolver points at it
+            loop = asyncio.get_running_loop()
+            deadline = loop.time() + 10
+            while rig.resolver.cached("m", None).version != 2:  # type: ignore[union-attr]
+                assert loop.time() < deadline, "the swap never switched to v2"
+                await asyncio.sleep(0.005)
             assert rig.served() == 2  # new requests already go to v2 ...
             assert not refresh.done()  # ... while the swap waits for this request on v1
             assert rig.loader.by_model("m")[0].unload_calls == 0
