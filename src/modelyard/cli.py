@@ -7,7 +7,6 @@ Every command builds :class:`~modelyard.settings.Settings` from its flags (flags
 
 from __future__ import annotations
 
-import os
 import sys
 from collections.abc import Callable
 from pathlib import Path
@@ -29,7 +28,7 @@ from modelyard.cli_common import (
     when,
 )
 from modelyard.errors import InvalidInputError, ModelYardError
-from modelyard.settings import ENV_PREFIX
+from modelyard.settings import ENV_PREFIX, use_config_file
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -86,8 +85,7 @@ def serve(
 ) -> None:
     """Serve the registry's models over HTTP (OIP V2 + V1) and gRPC until SIGTERM/SIGINT."""
     if config is not None:
-        # settings.py reads the file named by this variable; worker processes inherit it.
-        os.environ[f"{ENV_PREFIX}CONFIG"] = str(config)
+        use_config_file(config)
     settings = load_cli_settings(
         registry=registry,
         host=host,

@@ -291,6 +291,12 @@ class _YamlSource(PydanticBaseSettingsSource):
         return data
 
 
+def use_config_file(path: str | Path) -> None:
+    """Make ``path`` the YAML settings file for this process and the worker processes it
+    starts (they inherit the environment variable the YAML source reads)."""
+    os.environ[f"{ENV_PREFIX}CONFIG"] = str(path)
+
+
 def load_settings(**overrides: Any) -> Settings:
     """Settings from env + YAML, with explicit ``overrides`` (None values are ignored) on top."""
     return Settings(**{k: v for k, v in overrides.items() if v is not None})

@@ -48,7 +48,6 @@ def _worker_main(settings_data: dict[str, Any], index: int) -> None:
         multiproc.enable(settings_data["metrics_dir"])  # before prometheus_client is imported
     from modelyard.server import run_server
 
-    os.environ["MODELYARD_WORKER_INDEX"] = str(index)
     settings = Settings(**settings_data)
     sys.exit(run_server(settings, reuse_port=True, worker_index=index))
 

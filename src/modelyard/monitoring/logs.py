@@ -21,6 +21,7 @@ from typing import Any, TextIO
 
 import orjson
 
+from modelyard.core.clock import SYSTEM_CLOCK
 from modelyard.core.observer import InferEvent, Observer
 from modelyard.errors import InvalidInputError
 from modelyard.monitoring import tracing
@@ -269,7 +270,7 @@ class AccessLogObserver(Observer):
         direct = _direct_handler(logger)
         if direct is not None:
             handler, formatter = direct
-            line = formatter.line(time.time(), "INFO", logger.name, ACCESS_MESSAGE, fields)
+            line = formatter.line(SYSTEM_CLOCK.wall(), "INFO", logger.name, ACCESS_MESSAGE, fields)
             handler.write_access_line(line)
             return
         # A record built here skips logger.info's caller lookup (a stack walk per request).
