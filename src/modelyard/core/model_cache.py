@@ -43,11 +43,10 @@ from modelyard.core.cache_policy import (
     gdsf_priority,
 )
 from modelyard.core.clock import SYSTEM_CLOCK, Clock
+from modelyard.core.model_loading import Loader, build_runtime, load_error
 from modelyard.core.observer import CacheEvent
 from modelyard.errors import (
     InvalidInputError,
-    ModelLoadError,
-    ModelTooLargeError,
     ModelYardError,
     UnavailableError,
 )
@@ -58,7 +57,6 @@ __all__ = ["CacheEntryInfo", "CacheKey", "CacheState", "CacheStats", "Loader", "
 log = logging.getLogger(__name__)
 
 
-Loader = Callable[[CacheKey], Runtime]
 """Blocking: fetch the version's files, construct its runtime and call ``runtime.load()``."""
 
 
@@ -252,46 +250,21 @@ class ModelCache:
     # ---- loading -----------------------------------------------------------------------------
     def _run_load(self, entry: _Entry) -> None:
         try:
-            runtime, size, load_s, warm_s = self._build(entry.key)
+            runtime, size, load_s, warm_s = build_runtime(
+                self._loader,
+                entry.key,
+                budget=self._budget,
+                clock=self._clock,
+                dispose=self._unload,
+            )
         except BaseException as exc:  # every failure must complete the future waiters block on
             error = exc
             if not isinstance(exc, ModelYardError):
-                error = _load_error(entry.key, "load", exc)
+                error = load_error(entry.key, "load", exc)
                 error.__cause__ = exc
             self._fail(entry, error)
             return
         self._finish(entry, runtime, size, load_s, warm_s)
-
-    def _build(self, key: CacheKey) -> tuple[Runtime, int, float, float]:
-        """Worker thread: loader, warm-up, size check. Returns (runtime, bytes, load_s, warm_s)."""
-        t0 = self._clock.monotonic()
-        runtime = self._loader(key)  # its errors are wrapped by _run_load
-        if not isinstance(runtime, Runtime):
-            raise ModelLoadError(
-                f"loader returned {type(runtime).__name__} for {key}, not a Runtime"
-            )
-        t1 = self._clock.monotonic()
-        try:
-            runtime.warmup()
-        except BaseException as exc:
-            self._dispose(runtime, None)
-            raise _load_error(key, "warm up", exc) from exc
-        t2 = self._clock.monotonic()
-        try:
-            size = runtime.memory_bytes()
-            if isinstance(size, bool) or not isinstance(size, int) or size < 0:
-                raise ModelLoadError(f"memory_bytes() of {key} returned {size!r}, not an int >= 0")
-            if size > self._budget:
-                raise ModelTooLargeError(
-                    f"model {key} needs {size} bytes, more than the model cache's whole "
-                    f"budget_bytes={self._budget}"
-                )
-        except BaseException as exc:
-            self._dispose(runtime, None)
-            if isinstance(exc, ModelYardError):
-                raise
-            raise _load_error(key, "measure", exc) from exc
-        return runtime, size, t1 - t0, t2 - t1
 
     def _finish(
         self, entry: _Entry, runtime: Runtime, size: int, load_s: float, warm_s: float
@@ -394,6 +367,9 @@ class ModelCache:
             return []
         self._bytes -= entry.bytes
         return [(runtime, entry.unload_done)]
+
+    def _unload(self, runtime: Runtime) -> None:
+        self._dispose(runtime, None)
 
     def _dispose(self, runtime: Runtime, done: concurrent.futures.Future[None] | None) -> None:
         try:
@@ -529,7 +505,3 @@ class ModelCache:
         concurrent.futures.wait([done for _, done in disposals if done is not None])
         if self._owns_executor:
             self._executor.shutdown(wait=True)
-
-
-def _load_error(key: CacheKey, step: str, exc: BaseException) -> ModelLoadError:
-    return ModelLoadError(f"could not {step} model {key}: {type(exc).__name__}: {exc}")
