@@ -13,6 +13,7 @@ from pathlib import Path
 import onnx
 from onnx import TensorProto, helper
 
+from modelyard.demo import simple_model_bytes
 from modelyard.types import Datatype
 
 ONNX_TYPES: dict[Datatype, int] = {
@@ -43,24 +44,10 @@ def _save(graph: onnx.GraphProto, path: Path) -> Path:
 
 
 def simple_model(path: Path) -> Path:
-    """Triton's ``simple``: sum and difference of two INT32 [-1, 16] tensors."""
-    t = TensorProto.INT32
-    graph = helper.make_graph(
-        [
-            helper.make_node("Add", ["INPUT0", "INPUT1"], ["OUTPUT0"]),
-            helper.make_node("Sub", ["INPUT0", "INPUT1"], ["OUTPUT1"]),
-        ],
-        "simple",
-        [
-            helper.make_tensor_value_info("INPUT0", t, ["batch", 16]),
-            helper.make_tensor_value_info("INPUT1", t, ["batch", 16]),
-        ],
-        [
-            helper.make_tensor_value_info("OUTPUT0", t, ["batch", 16]),
-            helper.make_tensor_value_info("OUTPUT1", t, ["batch", 16]),
-        ],
-    )
-    return _save(graph, path)
+    """Triton's ``simple``: sum and difference of two INT32 [-1, 16] tensors (the demo's model)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_bytes(simple_model_bytes())
+    return path
 
 
 def identity_model(datatype: Datatype, path: Path) -> Path:

@@ -243,14 +243,10 @@ scoring loop (process start and model load excluded; *wall s* includes them), me
 
 def record(text: str, path: Path) -> None:
     """Replace (or append) this benchmark's section of BENCHMARKS.md."""
+    from modelyard.bench.report import replace_section
+
     old = path.read_text() if path.exists() else ""
-    start = old.find(SECTION + "\n")
-    if start < 0:
-        new = (old.rstrip() + "\n\n" if old.strip() else "") + text
-    else:
-        nxt = old.find("\n## ", start + len(SECTION))
-        new = old[:start] + text.rstrip() + ("\n" + old[nxt:] if nxt >= 0 else "")
-    path.write_text(new.rstrip() + "\n")
+    path.write_text(replace_section(old, SECTION, text))
 
 
 def main() -> None:

@@ -35,6 +35,7 @@ from typing import Any
 import numpy as np
 import orjson
 
+from modelyard.bench.report import replace_section
 from modelyard.bench.wrk import lua_script, lua_string, parse_wrk_output
 from modelyard.core.batch_policy import BatchConfig, padding_efficiency
 from modelyard.core.batcher import Batcher
@@ -92,18 +93,26 @@ def offline(
     else:
         order = [str(t) for t in np.random.default_rng(1).permutation(texts)]
     batches = [strings(order[i : i + size]) for i in range(0, len(order), size)]
-    real0, padded0 = runtime.padding_counts
+    counts0 = runtime.padding_counts
     done, start, cpu = 0, time.perf_counter(), time.process_time()
     while time.perf_counter() - start < seconds:
         for batch in batches:
             runtime.predict({"text": batch})
             done += len(batch)
-    elapsed, cpu = time.perf_counter() - start, time.process_time() - cpu
+    return _rates(runtime, done, start, cpu, counts0)
+
+
+def _rates(
+    runtime: PipelineRuntime, done: int, start: float, cpu0: float, counts0: tuple[int, int]
+) -> dict[str, Any]:
+    """Rows/s of wall and of CPU time since ``start``/``cpu0``; padding efficiency since
+    ``counts0`` (the runtime's padding counts then)."""
+    elapsed, cpu = time.perf_counter() - start, time.process_time() - cpu0
     real, padded = runtime.padding_counts
     return {
         "rps": done / elapsed,
         "cpu_rps": done / cpu,
-        "padding": padding_efficiency(real - real0, padded - padded0),
+        "padding": padding_efficiency(real - counts0[0], padded - counts0[1]),
     }
 
 
@@ -115,7 +124,7 @@ def in_process(
         max_batch_size=MINILM_BATCHING["max_batch_size"],
         max_wait_s=MINILM_BATCHING["max_wait_us"] / 1e6,
     )
-    real0, padded0 = runtime.padding_counts
+    counts0 = runtime.padding_counts
 
     async def main() -> tuple[int, Batcher]:
         with concurrent.futures.ThreadPoolExecutor(4) as pool:
@@ -139,14 +148,7 @@ def in_process(
 
     start, cpu = time.perf_counter(), time.process_time()
     done, batcher = asyncio.run(main())
-    elapsed, cpu = time.perf_counter() - start, time.process_time() - cpu
-    real, padded = runtime.padding_counts
-    return {
-        "rps": done / elapsed,
-        "cpu_rps": done / cpu,
-        "padding": padding_efficiency(real - real0, padded - padded0),
-        "batch": batcher.stats.mean_batch_rows,
-    }
+    return {**_rates(runtime, done, start, cpu, counts0), "batch": batcher.stats.mean_batch_rows}
 
 
 def serve(registry: Path, log: Path) -> tuple[subprocess.Popen[bytes], int]:
@@ -323,13 +325,7 @@ def table(r: dict[str, Any], seconds: float) -> str:
 def record(text: str, path: Path) -> None:
     """Replace (or append) this benchmark's section of BENCHMARKS.md."""
     old = path.read_text() if path.exists() else ""
-    start = old.find(SECTION)
-    if start < 0:
-        new = (old.rstrip() + "\n\n" if old.strip() else "") + text
-    else:
-        nxt = old.find("\n## ", start + len(SECTION))
-        new = old[:start] + text.rstrip() + ("\n" + old[nxt:] if nxt >= 0 else "")
-    path.write_text(new.rstrip() + "\n")
+    path.write_text(replace_section(old, SECTION, text))
 
 
 def section(body_text: str, seconds: float, repeat: int) -> str:

@@ -11,21 +11,7 @@ from pathlib import Path
 from models import ModelSpec, zipf_weights
 
 from modelyard.bench.stats import RunStats
-from modelyard.bench.wrk import JSON_MARKER, lua_string, parse_wrk_output
-
-_DONE_HOOK = """
-done = function(summary, latency, requests)
-  local e = summary.errors
-  io.write(string.format(
-    '%s{"requests":%d,"duration_us":%d,"bytes":%d,' ..
-    '"connect":%d,"read":%d,"write":%d,"status":%d,"timeout":%d,' ..
-    '"p50_us":%d,"p90_us":%d,"p99_us":%d,"max_us":%d,"mean_us":%.3f}\\n',
-    "MARKER", summary.requests, summary.duration, summary.bytes,
-    e.connect, e.read, e.write, e.status, e.timeout,
-    latency:percentile(50), latency:percentile(90), latency:percentile(99),
-    latency.max, latency.mean))
-end
-"""
+from modelyard.bench.wrk import done_hook, lua_string, parse_wrk_output
 
 
 def zipf_script(specs: list[ModelSpec], s: float, seed: int) -> str:
@@ -66,7 +52,7 @@ def zipf_script(specs: list[ModelSpec], s: float, seed: int) -> str:
         "  return reqs[lo]",
         "end",
     ]
-    return "\n".join(lines) + "\n" + _DONE_HOOK.replace("MARKER", JSON_MARKER)
+    return "\n".join(lines) + "\n" + done_hook()
 
 
 def run_wrk(

@@ -241,6 +241,8 @@ def record(
     load_start: tuple[float, ...],
     load_end: tuple[float, ...],
 ) -> None:
+    from modelyard.bench.report import replace_section
+
     command = (
         f".venv/bin/python bench/stream/run.py --messages {args.messages} --rounds {args.rounds}"
     )
@@ -274,13 +276,7 @@ acknowledgement bookkeeping, and the dataplane (resolver, model cache lease, bat
 """
     path = ROOT / "BENCHMARKS.md"
     current = path.read_text() if path.exists() else "# Benchmarks\n"
-    start = current.find(f"\n{SECTION}\n")
-    if start >= 0:  # replace our own section only
-        end = current.find("\n## ", start + len(SECTION) + 2)
-        current = current[: start + 1] + text + (current[end:] if end >= 0 else "")
-    else:
-        current = current.rstrip("\n") + "\n\n" + text
-    path.write_text(current)
+    path.write_text(replace_section(current, SECTION, text))  # our own section only
 
 
 if __name__ == "__main__":

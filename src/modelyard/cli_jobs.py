@@ -6,7 +6,6 @@ import click
 
 from modelyard.cli_common import load_cli_settings, registry_option
 from modelyard.errors import InvalidInputError
-from modelyard.settings import Settings
 
 
 def register(group: click.Group) -> None:
@@ -142,6 +141,7 @@ def batch(
     from modelyard.jobs.batch import BatchJob, run_batch
     from modelyard.jobs.progress import RichProgress
     from modelyard.jobs.scoring import LocalScorer, RemoteScorer, Scorer
+    from modelyard.registry.registry import s3_storage_options
 
     name, ref = parse_model_ref(model)
     settings = load_cli_settings(registry=registry)
@@ -156,7 +156,7 @@ def batch(
         output_format=output_format,
         in_flight=in_flight,
         restart=restart,
-        storage_options=storage_options(settings),
+        storage_options=s3_storage_options(settings),
     )
     scorer: Scorer = (
         RemoteScorer(url, name, ref, concurrency=in_flight)
@@ -174,19 +174,6 @@ def batch(
         f"in {result.seconds:.1f} s ({rate:,.0f} rows/s); {result.rows_total:,} rows in "
         f"{result.output}"
     )
-
-
-def storage_options(settings: Settings) -> dict[str, object]:
-    """fsspec options for s3:// inputs and outputs, from the same settings as the registry's
-    artifact store (endpoint, key, secret); empty means the AWS default chain."""
-    options: dict[str, object] = {}
-    if settings.s3_endpoint_url:
-        options["client_kwargs"] = {"endpoint_url": settings.s3_endpoint_url}
-    if settings.s3_key:
-        options["key"] = settings.s3_key
-    if settings.s3_secret:
-        options["secret"] = settings.s3_secret
-    return options
 
 
 # ---- stream and materialize -------------------------------------------------------------------
@@ -338,6 +325,7 @@ def materialize(
     from modelyard.jobs.materialize import MaterializeJob
     from modelyard.jobs.materialize import materialize as run_materialize
     from modelyard.jobs.scoring import LocalScorer
+    from modelyard.registry.registry import s3_storage_options
     from modelyard.traffic.materialized import db_store
 
     name, ref = parse_model_ref(model)
@@ -348,7 +336,7 @@ def materialize(
         key=key,
         columns=_columns_option(columns),
         batch_rows=batch_rows,
-        storage_options=storage_options(settings),
+        storage_options=s3_storage_options(settings),
     )
     with open_registry(settings) as reg:
         store = reg.store if db is None else db_store(db)

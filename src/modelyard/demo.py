@@ -190,7 +190,7 @@ def _push_simple(registry: Registry, tmp: Path) -> ModelVersion:
 def simple_model_bytes() -> bytes:
     """Triton's ``simple`` as ONNX: sum and difference of two INT32 [-1, 16] tensors.
 
-    A copy of tests/testmodels.py's builder (library code must not import tests).
+    The tests build their ``simple`` (tests/testmodels.py) with this function too.
     """
     import onnx
     from onnx import TensorProto, helper

@@ -7,6 +7,7 @@ registry row. It is immutable once the version is published.
 from __future__ import annotations
 
 import time
+from pathlib import PurePosixPath
 from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
@@ -15,6 +16,18 @@ from modelyard.types import Signature
 
 MANIFEST_FILE = "modelyard.json"
 MANIFEST_FORMAT = 1
+
+
+def is_version_relpath(path: str) -> bool:
+    """Whether ``path`` is a plain relative POSIX path that stays inside a version's root: not
+    empty or absolute, no backslash or NUL, no empty, ``.`` or ``..`` part."""
+    return not (
+        not path
+        or "\\" in path
+        or "\x00" in path
+        or PurePosixPath(path).is_absolute()
+        or any(part in ("", ".", "..") for part in path.split("/"))
+    )
 
 
 class FileEntry(BaseModel):

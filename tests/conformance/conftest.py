@@ -6,6 +6,8 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+import tritonclient.grpc as grpcclient
+import tritonclient.http as httpclient
 
 from modelyard.registry.registry import Registry
 from tests.serverproc import ServerProcess, start_server
@@ -29,3 +31,19 @@ def server(test_registry: Path) -> Iterator[ServerProcess]:
     proc = start_server(test_registry, "--preload", "simple")
     yield proc
     assert proc.terminate() == 0, proc.log()
+
+
+@pytest.fixture(scope="module")
+def http(server: ServerProcess) -> Iterator[httpclient.InferenceServerClient]:
+    """tritonclient's HTTP client on the server (a module may override ``http`` with its own)."""
+    client = httpclient.InferenceServerClient(server.http_url)
+    yield client
+    client.close()
+
+
+@pytest.fixture(scope="module")
+def grpc_client(server: ServerProcess) -> Iterator[grpcclient.InferenceServerClient]:
+    """tritonclient's gRPC client on the server."""
+    client = grpcclient.InferenceServerClient(server.grpc_url)
+    yield client
+    client.close()

@@ -60,10 +60,14 @@ def run_case(
         return reply.status_code, reply.json()
     if transport == "rest-binary":
         return _run_rest_binary(case, http)
+    return run_grpc(case, channel, raw=transport == "grpc-raw")
+
+
+def run_grpc(case: GoldenCase, channel: grpc.Channel, *, raw: bool) -> tuple[int, dict[str, Any]]:
+    """Send the case over gRPC; ``(http_status, doc)`` with the status mapped back from gRPC's."""
     stub = service_pb2_grpc.GRPCInferenceServiceStub(channel)
-    request = grpc_request(case, raw=transport == "grpc-raw")
     try:
-        response = stub.ModelInfer(request, timeout=30)
+        response = stub.ModelInfer(grpc_request(case, raw=raw), timeout=30)
     except grpc.RpcError as exc:
         error: Any = exc
         return GRPC_TO_HTTP.get(error.code(), 500), {"error": error.details() or ""}

@@ -2,33 +2,15 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-
 import pytest
 import tritonclient.grpc as grpcclient
 import tritonclient.http as httpclient
 from tritonclient.utils import InferenceServerException
 
-from tests.serverproc import ServerProcess
-
 pytestmark = pytest.mark.conformance
 
 SIMPLE_INPUTS = {("INPUT0", "INT32", (-1, 16)), ("INPUT1", "INT32", (-1, 16))}
 SIMPLE_OUTPUTS = {("OUTPUT0", "INT32", (-1, 16)), ("OUTPUT1", "INT32", (-1, 16))}
-
-
-@pytest.fixture(scope="module")
-def http(server: ServerProcess) -> Iterator[httpclient.InferenceServerClient]:
-    client = httpclient.InferenceServerClient(server.http_url)
-    yield client
-    client.close()
-
-
-@pytest.fixture(scope="module")
-def grpc_client(server: ServerProcess) -> Iterator[grpcclient.InferenceServerClient]:
-    client = grpcclient.InferenceServerClient(server.grpc_url)
-    yield client
-    client.close()
 
 
 def test_http_live_and_ready(http: httpclient.InferenceServerClient) -> None:

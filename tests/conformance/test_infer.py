@@ -7,7 +7,6 @@ through the ``identity_<dtype>`` models.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from typing import Any
 
 import numpy as np
@@ -15,8 +14,6 @@ import pytest
 import tritonclient.grpc as grpcclient
 import tritonclient.http as httpclient
 from tritonclient.utils import InferenceServerException, np_to_triton_dtype
-
-from tests.serverproc import ServerProcess
 
 pytestmark = pytest.mark.conformance
 
@@ -28,20 +25,6 @@ TRANSPORTS: dict[str, tuple[bool, bool]] = {
     "http-json-in-binary-out": (False, True),
     "grpc": (True, True),
 }
-
-
-@pytest.fixture(scope="module")
-def http(server: ServerProcess) -> Iterator[httpclient.InferenceServerClient]:
-    client = httpclient.InferenceServerClient(server.http_url)
-    yield client
-    client.close()
-
-
-@pytest.fixture(scope="module")
-def grpc_client(server: ServerProcess) -> Iterator[grpcclient.InferenceServerClient]:
-    client = grpcclient.InferenceServerClient(server.grpc_url)
-    yield client
-    client.close()
 
 
 @pytest.fixture(scope="module")

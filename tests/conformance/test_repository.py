@@ -5,7 +5,6 @@ Each test leaves ``linear`` loaded again, whatever happens, because the server i
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from typing import Any
 
 import numpy as np
@@ -15,25 +14,10 @@ import tritonclient.http as httpclient
 from tritonclient.utils import InferenceServerException
 
 from modelyard.types import Datatype
-from tests.serverproc import ServerProcess
 
 pytestmark = pytest.mark.conformance
 
 FEATURES = np.arange(40, dtype=np.float32).reshape(2, 20)
-
-
-@pytest.fixture(scope="module")
-def http(server: ServerProcess) -> Iterator[httpclient.InferenceServerClient]:
-    client = httpclient.InferenceServerClient(server.http_url)
-    yield client
-    client.close()
-
-
-@pytest.fixture(scope="module")
-def grpc_client(server: ServerProcess) -> Iterator[grpcclient.InferenceServerClient]:
-    client = grpcclient.InferenceServerClient(server.grpc_url)
-    yield client
-    client.close()
 
 
 def _http_linear(http: httpclient.InferenceServerClient) -> Any:

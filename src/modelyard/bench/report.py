@@ -202,3 +202,19 @@ def append_under_heading(document: str, heading: str, text: str, *, preamble: st
     before, after = document[:end].rstrip("\n"), document[end:]
     joined = before + "\n\n" + body
     return joined + ("\n" + after if after else "")
+
+
+def replace_section(document: str, heading: str, text: str) -> str:
+    """``document`` with its ``## `` section titled ``heading`` (up to the next ``## `` heading)
+    replaced by ``text``, which starts with that heading; appended at the end when missing.
+
+    For a benchmark that keeps one section of a shared file (BENCHMARKS.md) current; other
+    sections stay as they are.
+    """
+    start = document.find(heading + "\n")
+    if start < 0:
+        new = (document.rstrip() + "\n\n" if document.strip() else "") + text
+    else:
+        nxt = document.find("\n## ", start + len(heading))
+        new = document[:start] + text.rstrip() + ("\n" + document[nxt:] if nxt >= 0 else "")
+    return new.rstrip() + "\n"

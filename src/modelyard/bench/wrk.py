@@ -61,6 +61,12 @@ def lua_quote(text: str) -> str:
     return '"' + escaped.replace("\n", "\\n").replace("\r", "\\r") + '"'
 
 
+def done_hook() -> str:
+    """The Lua ``done()`` hook that prints the run's summary as one :data:`JSON_MARKER` line;
+    append it to any wrk script whose output :func:`parse_wrk_output` reads."""
+    return _DONE_HOOK.replace("{marker}", JSON_MARKER)
+
+
 def lua_script(body: bytes, headers: Mapping[str, str] | None = None) -> str:
     """A wrk script that POSTs ``body`` on every request and reports via :data:`JSON_MARKER`."""
     try:
@@ -71,7 +77,7 @@ def lua_script(body: bytes, headers: Mapping[str, str] | None = None) -> str:
     lines = ['wrk.method = "POST"', f"wrk.body = {lua_string(text)}"]
     for name, value in all_headers.items():
         lines.append(f"wrk.headers[{lua_quote(name)}] = {lua_quote(value)}")
-    return "\n".join(lines) + "\n" + _DONE_HOOK.replace("{marker}", JSON_MARKER)
+    return "\n".join(lines) + "\n" + done_hook()
 
 
 def parse_time(text: str) -> float:

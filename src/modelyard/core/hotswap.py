@@ -94,26 +94,11 @@ class WatchedResolver(Resolver):
     ) -> None:
         super().__init__(registry, ttl_s=ttl_s, clock=clock)
         self._live = live
-        # Bumped by every switch and refresh: a registry read that started before must not
-        # overwrite what the swapper decided after it.
-        self._generation = 0
+        # The generation is bumped by every switch, refresh and invalidation: a registry read
+        # that started before must not overwrite what the swapper decided after it.
 
-    def cached(self, name: str, ref: str | None) -> ModelVersion | None:
-        hit = self._entries.get((name, ref))
-        if hit is not None and (self._live() or hit[0] > self._clock.monotonic()):
-            return hit[1]
-        return None
-
-    def resolve_sync(self, name: str, ref: str | None) -> ModelVersion:
-        hit = self.cached(name, ref)
-        if hit is not None:
-            return hit
-        generation = self._generation
-        mv = self._registry.resolve(name, ref)
-        with self._lock:
-            if generation == self._generation:
-                self._entries[(name, ref)] = (self._clock.monotonic() + self._ttl, mv)
-        return mv
+    def _fresh(self, expires: float) -> bool:
+        return self._live() or super()._fresh(expires)
 
     def invalidate(self, name: str | None = None) -> None:
         with self._lock:

@@ -22,10 +22,17 @@ class Resolver:
         self._clock = clock
         self._entries: dict[tuple[str, str | None], tuple[float, ModelVersion]] = {}
         self._lock = threading.Lock()
+        # A subclass whose entries are also switched from outside bumps this (under the lock):
+        # a registry read that started before must not overwrite what was decided after it.
+        self._generation = 0
+
+    def _fresh(self, expires: float) -> bool:
+        """Whether an entry that expires at ``expires`` (monotonic) may still be served."""
+        return expires > self._clock.monotonic()
 
     def cached(self, name: str, ref: str | None) -> ModelVersion | None:
         hit = self._entries.get((name, ref))
-        if hit is not None and hit[0] > self._clock.monotonic():
+        if hit is not None and self._fresh(hit[0]):
             return hit[1]
         return None
 
@@ -33,9 +40,11 @@ class Resolver:
         hit = self.cached(name, ref)
         if hit is not None:
             return hit
+        generation = self._generation
         mv = self._registry.resolve(name, ref)
         with self._lock:
-            self._entries[(name, ref)] = (self._clock.monotonic() + self._ttl, mv)
+            if generation == self._generation:
+                self._entries[(name, ref)] = (self._clock.monotonic() + self._ttl, mv)
         return mv
 
     async def resolve(self, name: str, ref: str | None) -> ModelVersion:

@@ -12,7 +12,6 @@ input, output or parameter.
 from __future__ import annotations
 
 import math
-import struct
 from collections.abc import Iterable, Mapping
 from typing import Any
 
@@ -21,6 +20,7 @@ import orjson
 
 from modelyard.errors import InferenceError, InvalidInputError, PayloadTooLargeError
 from modelyard.frontends.proto import grpc_service_pb2 as pb
+from modelyard.frontends.tensor_codec import join_bytes, split_bytes
 from modelyard.types import (
     Array,
     Datatype,
@@ -49,7 +49,6 @@ _CONTENTS_FIELD: dict[Datatype, str] = {
 # Parameters that ask for Triton features ModelYard does not have; refusing them beats silently
 # reading the wrong data.
 _SHARED_MEMORY_PARAMS = ("shared_memory_region", "shared_memory_byte_size", "shared_memory_offset")
-_LEN = struct.Struct("<I")
 _INT64_MIN, _INT64_MAX, _UINT64_MAX = -(2**63), 2**63 - 1, 2**64 - 1
 
 ParamMessage = pb.InferParameter | pb.ModelRepositoryParameter
@@ -136,7 +135,10 @@ def _from_raw(
     raw: bytes, datatype: Datatype, shape: tuple[int, ...], count: int, name: str
 ) -> Array:
     if datatype is Datatype.BYTES:
-        return _parse_bytes_blob(raw, count, name).reshape(shape)
+        array = split_bytes(
+            raw, count, f"input {name!r}", kind="raw", size_field="raw_input_contents"
+        )
+        return array.reshape(shape)
     expected = count * datatype.itemsize
     if len(raw) != expected:
         raise InvalidInputError(
@@ -147,30 +149,6 @@ def _from_raw(
     if datatype is Datatype.BOOL and count and int(array.view(np.uint8).max()) > 1:
         raise InvalidInputError(f"input {name!r}: BOOL raw data must hold only bytes 0 and 1")
     return array.reshape(shape)
-
-
-def _parse_bytes_blob(raw: bytes, count: int, name: str) -> Array:
-    out = np.empty(count, dtype=object)
-    pos, end = 0, len(raw)
-    for i in range(count):
-        if pos + 4 > end:
-            raise InvalidInputError(
-                f"input {name!r}: raw BYTES data ends after {i} of {count} elements"
-            )
-        (length,) = _LEN.unpack_from(raw, pos)
-        pos += 4
-        if pos + length > end:
-            raise InvalidInputError(
-                f"input {name!r}: raw BYTES element {i} claims {length} bytes, "
-                f"only {end - pos} remain"
-            )
-        out[i] = raw[pos : pos + length]
-        pos += length
-    if pos != end:
-        raise InvalidInputError(
-            f"input {name!r}: raw BYTES data has {end - pos} bytes after its {count} elements"
-        )
-    return out
 
 
 def _from_contents(
@@ -269,12 +247,7 @@ def encode_array(name: str, array: Array) -> tuple[Datatype, bytes]:
 
 def serialize_bytes(array: Array) -> bytes:
     """BYTES elements, each prefixed with its length as a 4-byte little-endian integer."""
-    parts: list[bytes] = []
-    for item in array.reshape(-1):
-        data = _as_bytes(item)
-        parts.append(_LEN.pack(len(data)))
-        parts.append(data)
-    return b"".join(parts)
+    return join_bytes(_as_bytes(item) for item in array.reshape(-1))
 
 
 def _as_bytes(item: object) -> bytes:

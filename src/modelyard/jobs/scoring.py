@@ -135,7 +135,7 @@ class RemoteScorer:
     def _infer(
         self, inputs: Mapping[str, Array], outputs: Sequence[str] | None
     ) -> dict[str, Array]:
-        from modelyard.frontends.codec import raw_from_array
+        from modelyard.frontends.tensor_codec import raw_from_array
 
         docs: list[dict[str, Any]] = []
         chunks: list[bytes | memoryview] = []
@@ -215,7 +215,7 @@ def _error_of(response: Any, where: str) -> ModelYardError:
 
 
 def _decode_response(body: bytes, headers: Mapping[str, str]) -> dict[str, Array]:
-    from modelyard.frontends.codec import array_from_json, array_from_raw
+    from modelyard.frontends.tensor_codec import array_from_json, array_from_raw
 
     length_text = headers.get("inference-header-content-length")
     length = int(length_text) if length_text else len(body)

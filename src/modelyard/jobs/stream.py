@@ -17,105 +17,35 @@ and encodes the answer. Its own job is the delivery guarantee:
 * **consumer lag**: :meth:`StreamConsumer.lag`, a log line every ``lag_interval_s`` and the
   ``modelyard_stream_lag_messages`` gauge.
 
-The message format is in :mod:`modelyard.jobs.stream_codec`; the command in
-:mod:`modelyard.jobs.stream_run`; the user guide in ``docs/stream.md``.
+The message format is in :mod:`modelyard.jobs.stream_codec`; the model adapters and how a fetched
+batch is scored (merging requests) in :mod:`modelyard.jobs.stream_model`; options, retry backoff,
+stats and metrics in :mod:`modelyard.jobs.stream_options` (their public names are re-exported
+here); the command in :mod:`modelyard.jobs.stream_run`; the user guide in ``docs/stream.md``.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
-from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import Any
 
 from modelyard.core.clock import SYSTEM_CLOCK, Clock
-from modelyard.errors import InvalidInputError
 from modelyard.jobs.sources import Message, Sink, Source
-from modelyard.jobs.stream_codec import (
-    can_merge,
-    code_of,
-    dead_letter_body,
-    encode_result,
-    is_transient,
-    merge_key,
-    merge_requests,
-    parse_message,
-    request_of,
-    split_response,
-)
-from modelyard.types import InferRequest, InferResponse, RequestContext, Signature
-
-if TYPE_CHECKING:
-    from modelyard.core.serving import ServingDataPlane
+from modelyard.jobs.stream_codec import code_of, dead_letter_body, encode_result, is_transient
+from modelyard.jobs.stream_model import ServingModel, StreamModel, score_messages
+from modelyard.jobs.stream_options import Backoff, StreamMetrics, StreamOptions, StreamStats
+from modelyard.types import InferResponse
 
 log = logging.getLogger("modelyard.stream")
 
 __all__ = [
     "ServingModel",
     "StreamConsumer",
+    "StreamMetrics",
     "StreamModel",
     "StreamOptions",
     "StreamStats",
 ]
-
-
-class StreamModel(Protocol):
-    """The model a stream is scored with: its current signature and the dataplane call."""
-
-    async def signature(self) -> Signature: ...
-
-    async def infer(self, request: InferRequest, ctx: RequestContext) -> InferResponse: ...
-
-
-class ServingModel:
-    """``name`` / ``name@alias`` / ``name:version`` served by a :class:`ServingDataPlane`.
-    An alias is re-resolved like a server does it, so moving it moves the stream."""
-
-    def __init__(self, serving: ServingDataPlane, name: str, ref: str | None) -> None:
-        self.serving = serving
-        self.name = name
-        self.ref = ref
-
-    async def signature(self) -> Signature:
-        return (await self.serving.resolver.resolve(self.name, self.ref)).manifest.signature
-
-    async def infer(self, request: InferRequest, ctx: RequestContext) -> InferResponse:
-        return await self.serving.infer(self.name, self.ref, request, ctx)
-
-
-@dataclass(frozen=True, slots=True)
-class StreamOptions:
-    """How the consumer paces itself."""
-
-    max_in_flight: int = 512
-    batch: int = 64
-    #: Merge the messages of one fetch into one request when the model is row-wise.
-    merge: bool = True
-    poll_s: float = 0.5
-    lag_interval_s: float = 10.0
-    retry_initial_s: float = 0.05
-    retry_max_s: float = 5.0
-
-    def __post_init__(self) -> None:
-        if self.max_in_flight < 1:
-            raise InvalidInputError(f"--max-in-flight must be >= 1, got {self.max_in_flight}")
-        if self.batch < 1:
-            raise InvalidInputError(f"--batch must be >= 1, got {self.batch}")
-        if self.poll_s <= 0 or self.lag_interval_s <= 0:
-            raise InvalidInputError("poll_s and lag_interval_s must be > 0")
-
-
-@dataclass(slots=True)
-class StreamStats:
-    """Counts since the consumer started."""
-
-    received: int = 0
-    scored: int = 0
-    dead_lettered: int = 0
-    retried: int = 0
-    acked: int = 0
-    left_unacked: int = 0
-    errors: dict[str, int] = field(default_factory=dict)
 
 
 # ---- the consumer -----------------------------------------------------------------------------
@@ -185,7 +115,7 @@ class StreamConsumer:
 
     async def _consume(self, tasks: set[asyncio.Task[None]], stopping: asyncio.Task[Any]) -> None:
         opts = self.options
-        backoff = _Backoff(opts.retry_initial_s, opts.retry_max_s)
+        backoff = Backoff(opts.retry_initial_s, opts.retry_max_s)
         while not self._stop.is_set():
             room = opts.max_in_flight - self._in_flight
             if room <= 0:  # backpressure: wait for a batch to settle (or for stop)
@@ -235,10 +165,13 @@ class StreamConsumer:
         results: list[tuple[Message, bytes]] = []
         dead: list[tuple[Message, bytes]] = []
         todo = list(messages)
-        backoff = _Backoff(self.options.retry_initial_s, self.options.retry_max_s)
+        backoff = Backoff(self.options.retry_initial_s, self.options.retry_max_s)
         while todo:
             try:
-                outcomes = await self._outcomes(todo, await self.model.signature())
+                signature = await self.model.signature()
+                outcomes = await score_messages(
+                    self.model, todo, signature, merge=self.options.merge
+                )
             except Exception as exc:  # the registry could not say what the model takes
                 outcomes = [(m.ref, exc) for m in todo]
             retry: list[Message] = []
@@ -260,65 +193,9 @@ class StreamConsumer:
             todo = retry
         return results, dead, 0
 
-    async def _outcomes(
-        self, messages: list[Message], signature: Signature
-    ) -> list[tuple[Any, InferResponse | BaseException]]:
-        """Each message's (id, response or error). Requests of one form (same inputs, shapes
-        past the batch axis and outputs) are merged into one dataplane call when the model is
-        row-wise (:func:`can_merge`); a merged call that fails is retried message by message,
-        so one poison message costs the others nothing but a second call."""
-        ids: list[Any] = []
-        outcomes: list[InferResponse | BaseException | None] = []
-        requests: dict[int, InferRequest] = {}
-        groups: dict[Any, list[int]] = {}
-        merge = self.options.merge and can_merge(signature)
-        for i, message in enumerate(messages):
-            msg_id, item = self._decode(message, signature)
-            ids.append(msg_id)
-            if isinstance(item, InferRequest):
-                outcomes.append(None)
-                requests[i] = item
-                groups.setdefault(merge_key(item) if merge else i, []).append(i)
-            else:
-                outcomes.append(item)
-        answers = await asyncio.gather(
-            *(self._infer_group([requests[i] for i in idx]) for idx in groups.values())
-        )
-        for idx, answer in zip(groups.values(), answers, strict=True):
-            for i, outcome in zip(idx, answer, strict=True):
-                outcomes[i] = outcome
-        return [(msg_id, o) for msg_id, o in zip(ids, outcomes, strict=True) if o is not None]
-
-    @staticmethod
-    def _decode(message: Message, signature: Signature) -> tuple[Any, InferRequest | BaseException]:
-        msg_id: Any = message.ref
-        try:
-            msg_id, doc = parse_message(message)
-            return msg_id, request_of(msg_id, doc, signature)
-        except Exception as exc:
-            return msg_id, exc
-
-    async def _infer_group(
-        self, requests: list[InferRequest]
-    ) -> list[InferResponse | BaseException]:
-        if len(requests) > 1:
-            try:
-                merged = await self.model.infer(merge_requests(requests), RequestContext())
-                return list(split_response(merged, requests))
-            except Exception as exc:
-                if is_transient(exc):
-                    return [exc] * len(requests)
-        return list(await asyncio.gather(*(self._infer_one(r) for r in requests)))
-
-    async def _infer_one(self, request: InferRequest) -> InferResponse | BaseException:
-        try:
-            return await self.model.infer(request, RequestContext())
-        except Exception as exc:
-            return exc
-
     async def _write(self, sink: Sink, bodies: list[bytes]) -> bool:
         """Write until it works (True) or the consumer stops (False: not acknowledged)."""
-        backoff = _Backoff(self.options.retry_initial_s, self.options.retry_max_s)
+        backoff = Backoff(self.options.retry_initial_s, self.options.retry_max_s)
         while True:
             try:
                 await sink.write(bodies)
@@ -374,39 +251,4 @@ class StreamConsumer:
             s.dead_lettered,
             self._in_flight,
             (s.scored + s.dead_lettered) / elapsed,
-        )
-
-
-class _Backoff:
-    def __init__(self, initial: float, limit: float) -> None:
-        self._initial = self._delay = initial
-        self._limit = limit
-
-    def next(self) -> float:
-        delay = self._delay
-        self._delay = min(self._delay * 2, self._limit)
-        return delay
-
-    def reset(self) -> None:
-        self._delay = self._initial
-
-
-class StreamMetrics:
-    """Prometheus series of a stream consumer, in ``registry`` (a new one by default)."""
-
-    def __init__(self, registry: Any = None) -> None:
-        from prometheus_client import CollectorRegistry, Counter, Gauge
-
-        self.registry = registry if registry is not None else CollectorRegistry()
-        self.lag = Gauge(
-            "modelyard_stream_lag_messages",
-            "Messages of the source the consumer group has not acknowledged yet.",
-            ["source"],
-            registry=self.registry,
-        )
-        self.messages = Counter(
-            "modelyard_stream_messages_total",
-            "Messages settled by the stream consumer, by outcome (scored, dead_letter).",
-            ["outcome"],
-            registry=self.registry,
         )

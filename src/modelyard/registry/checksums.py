@@ -11,10 +11,10 @@ import os
 import threading
 import time
 from collections.abc import Iterable, Sequence
-from pathlib import Path, PurePosixPath
+from pathlib import Path
 
 from modelyard.errors import ChecksumMismatchError, InvalidInputError
-from modelyard.manifest import MANIFEST_FILE, FileEntry
+from modelyard.manifest import MANIFEST_FILE, FileEntry, is_version_relpath
 
 _CHUNK = 1 << 20
 
@@ -39,14 +39,7 @@ def sha256_file(path: Path) -> str:
 
 def safe_relpath(path: str) -> str:
     """``path`` when it is a plain relative POSIX path inside the version root."""
-    pure = PurePosixPath(path)
-    if (
-        not path
-        or "\\" in path
-        or "\x00" in path
-        or pure.is_absolute()
-        or any(part in ("", ".", "..") for part in path.split("/"))
-    ):
+    if not is_version_relpath(path):
         raise InvalidInputError(f"manifest file path {path!r} must be relative and stay inside")
     return path
 

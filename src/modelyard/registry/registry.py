@@ -37,6 +37,19 @@ __all__ = ["ModelInfo", "ModelVersion", "Registry"]
 DB_FILE = "registry.db"
 
 
+def s3_storage_options(settings: Settings) -> dict[str, Any]:
+    """fsspec options for s3:// URLs from the settings' ``s3_*`` fields (endpoint, key, secret);
+    empty means the AWS default chain. The artifact store and batch job inputs/outputs use them."""
+    options: dict[str, Any] = {}
+    if settings.s3_endpoint_url:
+        options["client_kwargs"] = {"endpoint_url": settings.s3_endpoint_url}
+    if settings.s3_key:
+        options["key"] = settings.s3_key
+    if settings.s3_secret:
+        options["secret"] = settings.s3_secret
+    return options
+
+
 class Registry:
     """Public entry point: ``Registry("./.modelyard")`` or ``Registry("postgresql://…",
     artifacts="s3://bucket/prefix", storage_options={...})``.
@@ -92,12 +105,7 @@ class Registry:
         local_cache_bytes, allow_pickle)."""
         options: dict[str, Any] = {}
         if settings.artifacts is not None and settings.artifacts.startswith(("s3://", "s3a://")):
-            if settings.s3_endpoint_url:
-                options["client_kwargs"] = {"endpoint_url": settings.s3_endpoint_url}
-            if settings.s3_key:
-                options["key"] = settings.s3_key
-            if settings.s3_secret:
-                options["secret"] = settings.s3_secret
+            options = s3_storage_options(settings)
         return cls(
             settings.registry,
             artifacts=settings.artifacts,

@@ -14,19 +14,11 @@ from typing import Any, ClassVar
 
 import lightgbm as lgb
 
-from modelyard.errors import FailedPreconditionError, InvalidInputError, ModelYardError
-from modelyard.manifest import Manifest
-from modelyard.runtime import Runtime, RuntimeOptions, SavedModel
+from modelyard.errors import InvalidInputError
+from modelyard.runtime import SavedModel
+from modelyard.runtimes._booster_runtime import BoosterRuntime, require_fitted
 from modelyard.runtimes._boosting import CLASSIFIER, REGRESSOR, Task, native
-from modelyard.runtimes._common import (
-    as_path,
-    copy_file,
-    engine_errors,
-    first_line,
-    input_array,
-    measure_load,
-    sample_array,
-)
+from modelyard.runtimes._common import as_path, copy_file, sample_array
 from modelyard.runtimes._registry import register
 from modelyard.types import Array, Datatype
 
@@ -53,29 +45,13 @@ def task_of(booster: lgb.Booster, obj: object) -> Task:
     return Task(task=REGRESSOR)
 
 
-def _load_booster(file: Path, error: type[ModelYardError] = InvalidInputError) -> lgb.Booster:
-    """Read a model file; ``error`` is raised for an unreadable one (bad input at push, a broken
-    artifact at load)."""
-    if not file.is_file():
-        raise error(f"lightgbm runtime: model file {file.name} is missing")
-    try:
-        return lgb.Booster(model_file=str(file))
-    except lgb.basic.LightGBMError as exc:
-        raise error(f"{file.name}: not a readable LightGBM model ({first_line(exc)})") from exc
-
-
 @register
-class LightGBMRuntime(Runtime):
+class LightGBMRuntime(BoosterRuntime[lgb.Booster]):
     """LightGBM Boosters and sklearn-API models (kind ``lightgbm``)."""
 
     kind: ClassVar[str] = "lightgbm"
-    accepts_raw_bytes: ClassVar[bool] = False
-
-    def __init__(self, path: Path, manifest: Manifest, options: RuntimeOptions) -> None:
-        super().__init__(path, manifest, options)
-        self._booster: lgb.Booster | None = None
-        self._task = Task(task=REGRESSOR)
-        self._bytes = 1
+    engine: ClassVar[str] = "LightGBM"
+    engine_error: ClassVar[type[Exception]] = lgb.basic.LightGBMError
 
     @classmethod
     def can_save(cls, obj: object) -> bool:
@@ -92,17 +68,16 @@ class LightGBMRuntime(Runtime):
         directory.mkdir(parents=True, exist_ok=True)
         path = as_path(obj)
         if path is not None:
-            _load_booster(path)  # a clear error naming the caller's file, before copying it
+            cls.read_booster(path)  # a clear error naming the caller's file, before copying it
             copy_file(path, directory, MODEL_FILE)
         elif isinstance(obj, lgb.LGBMModel):
-            if not obj.__sklearn_is_fitted__():
-                raise InvalidInputError(f"{type(obj).__name__} is not fitted; call fit() first")
+            require_fitted(obj)
             obj.booster_.save_model(str(directory / MODEL_FILE))
         elif isinstance(obj, lgb.Booster):
             obj.save_model(str(directory / MODEL_FILE))
         else:
             raise InvalidInputError(f"lightgbm runtime: cannot save {type(obj).__qualname__}")
-        booster = _load_booster(directory / MODEL_FILE)
+        booster = cls.read_booster(directory / MODEL_FILE)
         task = task_of(booster, obj)
         signature = task.signature(booster.num_feature(), sample_array(sample), Datatype.FP64)
         return SavedModel(
@@ -115,26 +90,11 @@ class LightGBMRuntime(Runtime):
         )
 
     def load(self) -> None:
-        self._task = Task.from_options(self.manifest.runtime_options, self.kind)
-        self._task.check_outputs(self.manifest.signature.outputs, self.kind)
-        self._booster, self._bytes = measure_load(
-            lambda: _load_booster(self.path / MODEL_FILE, FailedPreconditionError),
-            self.manifest.total_bytes(),
-        )
+        self._booster = self._load_measured(self.path / MODEL_FILE)
 
-    def predict(self, inputs: Mapping[str, Array]) -> dict[str, Array]:
-        booster = self._booster
-        if booster is None:
-            raise FailedPreconditionError("lightgbm runtime: predict() before load()")
-        signature = self.manifest.signature
-        data = input_array(inputs, signature.inputs[0].name if signature.inputs else "input")
-        with engine_errors(self.kind):
-            raw: Any = booster.predict(data, num_threads=self.options.intra_op_threads)
-            return self._task.outputs(raw, signature.outputs)
+    @classmethod
+    def _read_file(cls, file: str) -> lgb.Booster:
+        return lgb.Booster(model_file=file)
 
-    def memory_bytes(self) -> int:
-        """Approximate: RSS growth while the booster was loaded, at least the file size."""
-        return self._bytes
-
-    def unload(self) -> None:
-        self._booster = None
+    def _raw_predict(self, booster: lgb.Booster, data: Array) -> Any:
+        return booster.predict(data, num_threads=self.options.intra_op_threads)

@@ -204,7 +204,7 @@ class OnnxRuntime(Runtime):
         session, self._bytes = measure_load(create, self.manifest.total_bytes())
         self._bytes = max(self._bytes, file_size(model_file))
         self._input_types = {
-            i.name: _ORT_INPUT_DTYPES.get(i.type, np.dtype(object)) for i in session.get_inputs()
+            i.name: ORT_INPUT_DTYPES.get(i.type, np.dtype(object)) for i in session.get_inputs()
         }
         self._session = session
 
@@ -253,7 +253,8 @@ class OnnxRuntime(Runtime):
         self._session = None
 
 
-_ORT_INPUT_DTYPES: dict[str, np.dtype[Any]] = {
+# ONNX Runtime input types -> the numpy dtype to feed (the pipeline's onnx step uses it too).
+ORT_INPUT_DTYPES: dict[str, np.dtype[Any]] = {
     "tensor(bool)": np.dtype(np.bool_),
     "tensor(uint8)": np.dtype(np.uint8),
     "tensor(uint16)": np.dtype(np.uint16),

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Mapping
-from pathlib import Path, PurePosixPath
+from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any, ClassVar, TypeVar
 
 import numpy as np
@@ -28,6 +28,7 @@ from pydantic import (
 )
 
 from modelyard.errors import InferenceError, InvalidInputError, MissingDependencyError
+from modelyard.manifest import is_version_relpath
 from modelyard.runtime import RuntimeOptions
 from modelyard.runtimes._common import to_strings
 from modelyard.types import Array
@@ -115,14 +116,7 @@ def tensor(tensors: Mapping[str, Array], name: str, step: str) -> Array:
 
 def relative_file(value: str) -> str:
     """``value`` when it is a plain relative POSIX path inside the version (else ValueError)."""
-    path = PurePosixPath(value)
-    if (
-        not value
-        or "\\" in value
-        or "\x00" in value
-        or path.is_absolute()
-        or any(part in ("", ".", "..") for part in value.split("/"))
-    ):
+    if not is_version_relpath(value):
         raise ValueError(f"{value!r} must be a relative path inside the version")
     return value
 
@@ -228,15 +222,6 @@ class Tokenize(Step):
 
 
 # ---- models ----------------------------------------------------------------------------------
-_ORT_TYPES: dict[str, np.dtype[Any]] = {
-    "tensor(bool)": np.dtype(np.bool_),
-    "tensor(int32)": np.dtype(np.int32),
-    "tensor(int64)": np.dtype(np.int64),
-    "tensor(float16)": np.dtype(np.float16),
-    "tensor(float)": np.dtype(np.float32),
-    "tensor(double)": np.dtype(np.float64),
-    "tensor(string)": np.dtype(object),
-}
 
 
 @register_step
@@ -257,7 +242,7 @@ class Onnx(Step):
 
     def load(self, root: Path, options: RuntimeOptions) -> None:
         ort = _require("onnxruntime", "onnxruntime")
-        from modelyard.runtimes.onnx import choose_providers, session_options
+        from modelyard.runtimes.onnx import ORT_INPUT_DTYPES, choose_providers, session_options
 
         self._session = ort.InferenceSession(
             str(root / self.file),
@@ -265,7 +250,8 @@ class Onnx(Step):
             providers=choose_providers(options.execution_providers),
         )
         self._inputs = {
-            i.name: _ORT_TYPES.get(i.type, np.dtype(object)) for i in self._session.get_inputs()
+            i.name: ORT_INPUT_DTYPES.get(i.type, np.dtype(object))
+            for i in self._session.get_inputs()
         }
         names = {o.name for o in self._session.get_outputs()}
         for name in self.outputs or ():

@@ -18,19 +18,12 @@ from typing import Any, ClassVar
 
 import xgboost as xgb
 
-from modelyard.errors import FailedPreconditionError, InvalidInputError, ModelYardError
+from modelyard.errors import FailedPreconditionError, InvalidInputError
 from modelyard.manifest import Manifest
-from modelyard.runtime import Runtime, RuntimeOptions, SavedModel
+from modelyard.runtime import RuntimeOptions, SavedModel
+from modelyard.runtimes._booster_runtime import BoosterRuntime, require_fitted
 from modelyard.runtimes._boosting import CLASSIFIER, REGRESSOR, Task
-from modelyard.runtimes._common import (
-    as_path,
-    copy_file,
-    engine_errors,
-    first_line,
-    input_array,
-    measure_load,
-    sample_array,
-)
+from modelyard.runtimes._common import as_path, copy_file, sample_array
 from modelyard.runtimes._registry import register
 from modelyard.types import Array, Datatype
 
@@ -60,30 +53,17 @@ def task_of(booster: xgb.Booster) -> Task:
     return Task(task=REGRESSOR, n_outputs=max(int(params.get("num_target", "1")), 1))
 
 
-def _load_booster(file: Path, error: type[ModelYardError] = InvalidInputError) -> xgb.Booster:
-    """Read a model file; ``error`` is raised for an unreadable one (bad input at push, a broken
-    artifact at load)."""
-    if not file.is_file():
-        raise error(f"xgboost runtime: model file {file.name} is missing")
-    try:
-        return xgb.Booster(model_file=str(file))
-    except xgb.core.XGBoostError as exc:
-        raise error(f"{file.name}: not a readable XGBoost model ({first_line(exc)})") from exc
-
-
 @register
-class XGBoostRuntime(Runtime):
+class XGBoostRuntime(BoosterRuntime[xgb.Booster]):
     """XGBoost Boosters and sklearn-API models (kind ``xgboost``)."""
 
     kind: ClassVar[str] = "xgboost"
-    accepts_raw_bytes: ClassVar[bool] = False
+    engine: ClassVar[str] = "XGBoost"
+    engine_error: ClassVar[type[Exception]] = xgb.core.XGBoostError
 
     def __init__(self, path: Path, manifest: Manifest, options: RuntimeOptions) -> None:
         super().__init__(path, manifest, options)
-        self._booster: xgb.Booster | None = None
-        self._task = Task(task=REGRESSOR)
         self._range: tuple[int, int] = (0, 0)
-        self._bytes = 1
 
     @classmethod
     def can_save(cls, obj: object) -> bool:
@@ -102,16 +82,16 @@ class XGBoostRuntime(Runtime):
         path = as_path(obj)
         if path is not None:
             name = _SUFFIXES[path.suffix.lower()]
-            _load_booster(path)  # a clear error naming the caller's file, before copying it
+            cls.read_booster(path)  # a clear error naming the caller's file, before copying it
             copy_file(path, directory, name)
         elif isinstance(obj, xgb.XGBModel | xgb.Booster):
-            if isinstance(obj, xgb.XGBModel) and not obj.__sklearn_is_fitted__():
-                raise InvalidInputError(f"{type(obj).__name__} is not fitted; call fit() first")
+            if isinstance(obj, xgb.XGBModel):
+                require_fitted(obj)
             name = "model.ubj"
             obj.save_model(str(directory / name))  # the sklearn wrapper adds its own attributes
         else:
             raise InvalidInputError(f"xgboost runtime: cannot save {type(obj).__qualname__}")
-        booster = _load_booster(directory / name)
+        booster = cls.read_booster(directory / name)
         task = task_of(booster)
         classes = getattr(obj, "classes_", None)
         if task.task == CLASSIFIER and classes is not None:
@@ -128,33 +108,16 @@ class XGBoostRuntime(Runtime):
         name = str(self.manifest.runtime_options.get("file", "model.ubj"))
         if name not in _SUFFIXES.values():
             raise FailedPreconditionError(f"xgboost runtime: unexpected model file {name!r}")
-        self._task = Task.from_options(self.manifest.runtime_options, self.kind)
-        self._task.check_outputs(self.manifest.signature.outputs, self.kind)
-        booster, self._bytes = measure_load(
-            lambda: _load_booster(self.path / name, FailedPreconditionError),
-            self.manifest.total_bytes(),
-        )
+        booster = self._load_measured(self.path / name)
         booster.set_param({"nthread": self.options.intra_op_threads})
         best = booster.attr("best_iteration")
         # As the sklearn wrapper does: after early stopping, predict with the best trees only.
         self._range = (0, int(best) + 1) if best is not None else (0, 0)
         self._booster = booster
 
-    def predict(self, inputs: Mapping[str, Array]) -> dict[str, Array]:
-        booster = self._booster
-        if booster is None:
-            raise FailedPreconditionError("xgboost runtime: predict() before load()")
-        signature = self.manifest.signature
-        data = input_array(inputs, signature.inputs[0].name if signature.inputs else "input")
-        with engine_errors(self.kind):
-            raw: Any = booster.inplace_predict(
-                data, iteration_range=self._range, validate_features=False
-            )
-            return self._task.outputs(raw, signature.outputs)
+    @classmethod
+    def _read_file(cls, file: str) -> xgb.Booster:
+        return xgb.Booster(model_file=file)
 
-    def memory_bytes(self) -> int:
-        """Approximate: RSS growth while the booster was loaded, at least the file size."""
-        return self._bytes
-
-    def unload(self) -> None:
-        self._booster = None
+    def _raw_predict(self, booster: xgb.Booster, data: Array) -> Any:
+        return booster.inplace_predict(data, iteration_range=self._range, validate_features=False)

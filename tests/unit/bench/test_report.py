@@ -10,6 +10,7 @@ from modelyard.bench.report import (
     fmt_rps,
     markdown_table,
     ratio_rows,
+    replace_section,
     row_cells,
 )
 from modelyard.bench.stats import NAN, RunStats
@@ -142,3 +143,28 @@ def test_append_to_a_document_written_by_someone_else_keeps_their_section() -> N
 def test_preamble_must_hold_the_heading() -> None:
     with pytest.raises(InvalidInputError, match="preamble must contain"):
         append_under_heading("", "## Runs", RUN1, preamble="# Title\n")
+
+
+BATCH_OLD = "## Batch\n\nold numbers\n"
+BATCH_NEW = "## Batch\n\nnew numbers\n"
+
+
+def test_replace_section_in_an_empty_document_is_the_section() -> None:
+    assert replace_section("", "## Batch", BATCH_NEW) == BATCH_NEW
+
+
+def test_replace_section_appends_when_missing() -> None:
+    doc = "# Benchmarks\n\n## Streams\n\nnumbers\n"
+    assert replace_section(doc, "## Batch", BATCH_NEW) == doc + "\n" + BATCH_NEW
+
+
+def test_replace_section_keeps_the_sections_around_it() -> None:
+    before, after = "# Benchmarks\n\n## Streams\n\ns\n\n", "\n## Text embedding\n\ne\n"
+    doc = replace_section(before + BATCH_OLD + after, "## Batch", BATCH_NEW)
+    assert doc == before + BATCH_NEW + after
+    assert replace_section(before + BATCH_OLD, "## Batch", BATCH_NEW) == before + BATCH_NEW
+
+
+def test_replace_section_matches_the_whole_heading_only() -> None:
+    doc = "## Batch scoring\n\nsomeone else's\n"
+    assert replace_section(doc, "## Batch", BATCH_NEW) == doc + "\n" + BATCH_NEW

@@ -1,29 +1,8 @@
-"""Fixtures for the fleet tests: a SQLite registry of fake models, a fake clock."""
+"""Fixtures for the fleet tests: the registry tests' own (a SQLite registry of fake models, a fake
+clock), shared rather than copied."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-from pathlib import Path
+from tests.unit.registry.conftest import _fakes, clock, registry
 
-import pytest
-
-from modelyard.core.clock import FakeClock
-from modelyard.registry import Registry
-from tests.unit.registry.fakes import install_fakes
-
-
-@pytest.fixture(autouse=True)
-def _fakes(monkeypatch: pytest.MonkeyPatch) -> None:
-    install_fakes(monkeypatch)
-
-
-@pytest.fixture
-def clock() -> FakeClock:
-    return FakeClock()
-
-
-@pytest.fixture
-def registry(tmp_path: Path, clock: FakeClock) -> Iterator[Registry]:
-    reg = Registry(tmp_path / "reg", clock=clock)
-    yield reg
-    reg.close()
+__all__ = ["_fakes", "clock", "registry"]

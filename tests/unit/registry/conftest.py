@@ -1,3 +1,6 @@
+"""Fixtures for the registry tests (and, imported, the fleet tests): fake runtimes installed,
+a fake clock, a SQLite registry."""
+
 from __future__ import annotations
 
 from collections.abc import Iterator
