@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 import yaml
 from pydantic import Field, field_validator
@@ -162,7 +162,23 @@ class Settings(BaseSettings):
         default=5.0, gt=0, description="How often the controller evaluates rollouts."
     )
     shadow_max_concurrency: int = Field(
-        default=8, ge=0, description="Shadow requests in flight per process; more are dropped."
+        default=64,
+        ge=0,
+        description="Shadow requests in flight per process (sent, queued in the helper or "
+        "running); more are dropped. 0 turns shadows off.",
+    )
+    shadow_max_loop_busy: float = Field(
+        default=0.6,
+        gt=0,
+        le=1,
+        description="Shadows are dropped while the serving event loop's thread was busy more "
+        "than this share of the last 100 ms: they only use capacity the primaries leave idle.",
+    )
+    shadow_isolation: Literal["process", "inline"] = Field(
+        default="process",
+        description="Where shadows run: 'process' = a helper process at idle CPU priority "
+        "(SCHED_IDLE), so shadows only use CPU the primaries leave idle; 'inline' = on this "
+        "process's serving core, dropped while the process is busy.",
     )
 
     # ---- observability ------------------------------------------------------------------------

@@ -284,7 +284,9 @@ def test_prometheus_sees_the_request_counts_and_p99_per_model(
         "histogram_quantile(0.99, sum by (model, le) (modelyard_request_duration_seconds_bucket))"
     )
     for model in TRAFFIC:
-        assert p99[model] == pytest.approx(client_p99(latencies[model]), rel=0.05)
+        # The client sees at least what the server measured; it may see more (a connection
+        # set-up or a scheduling hiccup on a loaded machine lands a request in a later bucket).
+        assert p99[model] <= client_p99(latencies[model]) * 1.05
         assert p99[model] == pytest.approx(server_p99(text, model), rel=1e-9)
     assert 0.5 < p99["beta"] <= 1.0 and 0.1 < p99["alpha"] <= 0.25
     assert Counter(r["metric"]["model"] for r in prometheus.query("modelyard_requests_total")) == {

@@ -66,7 +66,10 @@ class NatsKit:
                     return out
                 psub = await js.pull_subscribe(self.subjects[which], stream=self.streams[which])
                 while len(out) < total:
-                    msgs = await psub.fetch(min(total - len(out), 1000), timeout=5)
+                    try:
+                        msgs = await psub.fetch(min(total - len(out), 1000), timeout=5)
+                    except TimeoutError:  # nats' own is one; the caller polls again
+                        break
                     out.extend(bytes(m.data) for m in msgs)
                 await psub.unsubscribe()
                 return out

@@ -18,7 +18,9 @@ from typing import TYPE_CHECKING
 
 from modelyard.control.controller import Controller
 from modelyard.control.rollout_view import RegistryRolloutView
+from modelyard.core.observer import Observer, Observers
 from modelyard.traffic.shadow import ShadowRunner
+from modelyard.traffic.shadow_process import ProcessShadows
 from modelyard.traffic.stats import StatsCollector, replica_name
 from modelyard.traffic.stats_store import StatsWriter
 
@@ -55,12 +57,25 @@ def install(app: App) -> None:
         found = resolver.cached(model, ref)
         return None if found is None else found.version
 
+    executor = None
+    if settings.shadow_isolation == "process":
+        # Shadow requests count in serving stats and metrics; logs, payload logs and drift
+        # describe the traffic clients sent.
+        counted: list[Observer] = [collector]
+        metrics = app.extras.get("metrics_observer")
+        if isinstance(metrics, Observer):
+            counted.append(metrics)
+        executor = ProcessShadows(settings, collector, Observers(counted), clock=app.clock)
+        app.closers.append(executor.close)  # closers run in reverse: before final_flush
     shadows = ShadowRunner(
         app.serving,
         collector,
         max_concurrency=settings.shadow_max_concurrency,
         clock=app.clock,
         resolve_cached=resolve_cached,
+        max_busy=settings.shadow_max_loop_busy,
+        executor=executor,
+        observer=app.observers,
     )
     app.extras.update(stats=collector, rollout_view=view, shadows=shadows)
     traffic = app.extras.get("traffic")

@@ -68,6 +68,12 @@ class Observer:
     def on_cache_lookup(self, endpoint: str, hit: bool) -> None:
         """Called on every response-cache lookup of an endpoint (not the model cache)."""
 
+    def on_shadow(self, endpoint: str, shadow: str, outcome: str) -> None:
+        """Called once per sampled shadow copy of a request of ``endpoint`` (``shadow`` is
+        ``model@version``): ``outcome`` is ``match`` (every compared row agreed), ``mismatch``,
+        ``error`` (the shadow failed), ``not_compared`` (the primary had no answer) or
+        ``dropped`` (not sent: the box was busy)."""
+
 
 class Observers(Observer):
     """Fans each event out to several observers; a failing observer is logged, not raised."""
@@ -112,3 +118,10 @@ class Observers(Observer):
                 o.on_cache_lookup(endpoint, hit)
             except Exception:
                 log.exception("observer %r failed on a response-cache event", o)
+
+    def on_shadow(self, endpoint: str, shadow: str, outcome: str) -> None:
+        for o in self.observers:
+            try:
+                o.on_shadow(endpoint, shadow, outcome)
+            except Exception:
+                log.exception("observer %r failed on a shadow event", o)

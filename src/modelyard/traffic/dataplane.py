@@ -167,16 +167,27 @@ class TrafficDataPlane(DataPlane):
             ep.hedge.on_request()
         attributes = {"modelyard.endpoint": ep.name, "modelyard.route": route.name}
         with tracing.start_span(tracing.SPAN_TRAFFIC, ctx, attributes=attributes):
+            answer = self._responder.answer(ep, ep.by_name[route.name], request, ctx)
             if self.shadows is None or not ep.spec.shadows:
-                return await self._responder.answer(ep, ep.by_name[route.name], request, ctx)
-            primary = asyncio.ensure_future(
-                self._responder.answer(ep, ep.by_name[route.name], request, ctx)
-            )
+                return await answer
+            # The shadows watch a plain future that this coroutine settles: the primary itself
+            # runs inline (a Task of its own would cost it extra event-loop turns).
+            primary: asyncio.Future[InferResponse] = asyncio.get_running_loop().create_future()
             try:
                 self.shadows.dispatch(ep.spec, request, primary, ctx)
             except Exception:  # a shadow must never cost the client its answer
                 log.exception("shadow dispatch failed for endpoint %s", ep.name)
-            return await primary
+            try:
+                response = await answer
+            except asyncio.CancelledError:
+                primary.cancel()
+                raise
+            except BaseException as exc:
+                primary.set_exception(exc)
+                primary.exception()  # retrieved: the caller gets the error, not the event loop
+                raise
+            primary.set_result(response)
+            return response
 
     def _choose(self, ep: CompiledEndpoint, request: InferRequest, ctx: RequestContext) -> Route:
         weights = None

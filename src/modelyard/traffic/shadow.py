@@ -3,32 +3,41 @@
 :class:`ShadowRunner` is the :class:`~modelyard.traffic.shadow_hook.ShadowDispatcher` the traffic
 layer calls right after it dispatched the primary. It never delays the client: ``dispatch``
 only samples and reserves a slot; the shadow starts once the primary has answered (so a request
-never competes with its own shadow) and runs on the serving core. Shadows only use capacity the
-primaries leave idle: at most ``max_concurrency`` are in flight per process, and none is sent
-while the process is busy (it used more than ``max_busy`` of its CPUs in the last 100 ms) or
-its event loop lags behind; those are dropped and counted, never queued.
+never competes with its own shadow). Shadows only use capacity the primaries leave idle:
+none is sent while the serving event loop is busy (its thread used more than ``max_busy`` of a
+CPU in the last 100 ms) or lags behind, and at most ``max_concurrency`` are in flight per
+process; the others are dropped and counted, never queued.
+
+Where a shadow runs is the :class:`ShadowExecutor`'s business:
+
+* :class:`~modelyard.traffic.shadow_process.ProcessShadows` (the default,
+  ``shadow_isolation: process``) sends it to a helper process at idle CPU priority: the kernel
+  gives the shadow model only CPU time nobody else wants, and it never holds the serving
+  process's GIL or event loop. The serving process only pays the bookkeeping.
+* :class:`InlineShadows` (``shadow_isolation: inline``) runs it on the serving core in this
+  process.
 
 Each finished shadow is compared with the primary (:func:`compare_outputs`, per
 ``spec.shadows[i].compare``) and the outcome goes to the stats collector: rows compared and
-agreed, latency delta (shadow minus primary), and, through the serving core's observer, the
-shadow's requests and errors (route ``shadow``).
+agreed, latency delta (shadow minus primary), and, through the observers, the shadow's requests
+and errors (route ``shadow``).
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
-import os
 import random
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Protocol
 
 import numpy as np
 
 from modelyard.core.clock import SYSTEM_CLOCK, Clock
 from modelyard.core.dataplane import DataPlane
+from modelyard.core.observer import Observer
 from modelyard.errors import ModelYardError
 from modelyard.traffic.spec import Compare, EndpointSpec, Shadow
 from modelyard.traffic.stats import (
@@ -43,36 +52,32 @@ log = logging.getLogger("modelyard.shadow")
 #: A shadow is dropped when the event loop took longer than this to get to it after its
 #: primary answered: the loop is behind, and more work now would delay other clients.
 DEFAULT_MAX_LOOP_LAG_S = 0.002
-#: Shadows are dropped while this process used more than this share of the CPUs it may run on
-#: in the last window: shadows only take capacity the primaries leave idle.
-DEFAULT_MAX_BUSY = 0.5
+#: Shadows are dropped while the event loop's thread was busy more than this share of the
+#: last window (setting ``shadow_max_loop_busy``): shadows only take capacity the primaries
+#: leave idle.
+DEFAULT_MAX_BUSY = 0.6
 LOAD_WINDOW_S = 0.1
 
 
-def _usable_cpus() -> int:
-    try:
-        return max(len(os.sched_getaffinity(0)), 1)
-    except (AttributeError, OSError):  # not on Linux
-        return max(os.cpu_count() or 1, 1)
-
-
 class ProcessLoad:
-    """The share of the CPUs this process may run on that it used in the last ``window_s``
-    (every thread: the event loop's and inference). Cheap enough for every request: it
-    re-measures at most once per window."""
+    """The share of one CPU that the serving event loop's thread used in the last
+    ``window_s``: the loop is what every request of this process goes through, so its idle
+    share is the capacity left for shadows (their bookkeeping runs on it in both modes).
+    Called on the loop thread; cheap enough for every request: it re-measures at most once
+    per window."""
 
     def __init__(
         self,
         *,
         window_s: float = LOAD_WINDOW_S,
         clock: Clock = SYSTEM_CLOCK,
-        cpu: Callable[[], float] = time.process_time,
-        cpus: int | None = None,
+        cpu: Callable[[], float] = time.thread_time,
+        cpus: int = 1,
     ) -> None:
         self.window_s = window_s
         self._clock = clock
         self._cpu = cpu
-        self._cpus = cpus if cpus is not None else _usable_cpus()
+        self._cpus = cpus
         self._since: float | None = None
         self._cpu_since = 0.0
         self._value = 0.0
@@ -149,12 +154,122 @@ def _numeric(a: Array) -> bool:
     return a.dtype.kind in "biuf"
 
 
+# ---- executors -----------------------------------------------------------------------------------
+@dataclass(frozen=True, slots=True)
+class ShadowJob:
+    """One shadow to run: a copy of ``request`` for ``shadow``, whose primary answered ``primary``
+    (None: the primary failed) after ``primary_s``. ``version`` labels drops (0 = not known)."""
+
+    endpoint: str
+    shadow: Shadow
+    version: int
+    request: InferRequest
+    primary: InferResponse | None
+    primary_s: float
+    ctx: RequestContext
+
+
+class ShadowExecutor(Protocol):
+    """Runs shadow jobs somewhere and records their outcomes (:func:`record_outcome`)."""
+
+    def submit(self, job: ShadowJob, done: Callable[[], None]) -> bool:
+        """Start ``job`` and return at once; call ``done`` when it is over, whatever the
+        outcome. False: it was not started (counted as dropped by the caller)."""
+        ...
+
+
+def shadow_label(model: str, version: int) -> str:
+    """How a shadow is named in its outcome metric: ``model@version``."""
+    return f"{model}@{version}"
+
+
+def record_outcome(
+    stats: StatsCollector,
+    observer: Observer,
+    job: ShadowJob,
+    version: int,
+    compared: Comparison | None,
+    shadow_s: float,
+) -> None:
+    """Record one shadow that answered: compared with the primary, or (``compared`` None) the
+    primary had no answer to compare with."""
+    label = shadow_label(job.shadow.model, version)
+    if compared is None:
+        observer.on_shadow(job.endpoint, label, "not_compared")
+        stats.record_shadow(
+            job.endpoint, job.shadow.model, version, compared=0, agreed=0, latency_delta_s=None
+        )
+        return
+    outcome = "match" if compared.agreed == compared.rows else "mismatch"
+    observer.on_shadow(job.endpoint, label, outcome)
+    stats.record_shadow(
+        job.endpoint,
+        job.shadow.model,
+        version,
+        compared=compared.rows,
+        agreed=compared.agreed,
+        latency_delta_s=shadow_s - job.primary_s,
+    )
+
+
+class InlineShadows:
+    """Runs shadows on the serving core of this process, as event-loop tasks. The serving
+    core's observers count their requests and errors."""
+
+    def __init__(
+        self, inner: DataPlane, stats: StatsCollector, clock: Clock, observer: Observer
+    ) -> None:
+        self.inner = inner
+        self.stats = stats
+        self.observer = observer
+        self._clock = clock
+        self._tasks: set[asyncio.Task[None]] = set()
+
+    def submit(self, job: ShadowJob, done: Callable[[], None]) -> bool:
+        task = asyncio.get_running_loop().create_task(self._run(job))
+        self._tasks.add(task)
+
+        def finished(_: asyncio.Task[None]) -> None:
+            self._tasks.discard(task)
+            done()
+
+        task.add_done_callback(finished)
+        return True
+
+    async def _run(self, job: ShadowJob) -> None:
+        shadow = job.shadow
+        ref = None if shadow.version is None else str(shadow.version)
+        started = self._clock.monotonic()
+        try:
+            answer: InferResponse | None = await self.inner.infer(
+                shadow.model, ref, job.request, job.ctx
+            )
+        except ModelYardError:
+            answer = None  # counted as an error of the shadow by the serving core's observer
+        except Exception:
+            log.exception("shadow %s of endpoint %s failed", shadow.label(), job.endpoint)
+            answer = None
+        shadow_s = self._clock.monotonic() - started
+        if answer is None:
+            self.observer.on_shadow(job.endpoint, shadow_label(shadow.model, job.version), "error")
+            return
+        compared = (
+            None
+            if job.primary is None
+            else compare_outputs(shadow.compare, job.primary.outputs, answer.outputs)
+        )
+        version = version_number(answer.model_version)
+        record_outcome(self.stats, self.observer, job, version, compared, shadow_s)
+
+
 # ---- dispatcher ----------------------------------------------------------------------------------
 class ShadowRunner:
-    """Runs an endpoint's shadows off the request path (implements ``ShadowDispatcher``).
+    """Samples an endpoint's shadows and hands them to an executor (implements
+    ``ShadowDispatcher``).
 
-    ``inner`` is the serving core (shadows name models, not endpoints). ``resolve_cached``
-    maps (model, version ref) to a version number when it is known without I/O, to label drops.
+    ``inner`` is the serving core (shadows name models, not endpoints); it runs the shadows
+    when no ``executor`` is given (:class:`InlineShadows`). ``resolve_cached`` maps (model,
+    version ref) to a version number when it is known without I/O, to label drops.
     """
 
     def __init__(
@@ -169,20 +284,24 @@ class ShadowRunner:
         max_loop_lag_s: float = DEFAULT_MAX_LOOP_LAG_S,
         max_busy: float = DEFAULT_MAX_BUSY,
         load: ProcessLoad | None = None,
+        executor: ShadowExecutor | None = None,
+        observer: Observer | None = None,
     ) -> None:
-        self.inner = inner
         self.stats = stats
+        self.observer = observer if observer is not None else Observer()
         self.max_concurrency = max_concurrency
         self.max_loop_lag_s = max_loop_lag_s
         self.max_busy = max_busy
         self.load = load if load is not None else ProcessLoad(clock=clock)
+        self.executor: ShadowExecutor = (
+            executor if executor is not None else InlineShadows(inner, stats, clock, self.observer)
+        )
         self._clock = clock
         self._rnd = rnd
         self._resolve_cached = resolve_cached
-        self._tasks: set[asyncio.Task[None]] = set()
         self._reserved = 0
         self._idle_waiters: list[asyncio.Future[None]] = []
-        #: Shadows not sent because ``max_concurrency`` were in flight (since start).
+        #: Shadows not sent (too many in flight, box busy, executor refused) since start.
         self.dropped = 0
 
     @property
@@ -221,28 +340,56 @@ class ShadowRunner:
             loop.call_soon(start)
 
         def start() -> None:
-            primary_s = done_at[0] - dispatched_at
             if self._clock.monotonic() - done_at[0] > self.max_loop_lag_s:
                 # The event loop is behind (the box is busy): a shadow now would delay clients.
                 for shadow in chosen:
                     self._drop(endpoint.name, shadow)
                 self._release(len(chosen))
                 return
+            reply = _answer(primary)
             for shadow in chosen:
-                coro = self._run(endpoint.name, shadow, request, primary, ctx, primary_s)
-                task = loop.create_task(coro)
-                self._tasks.add(task)
-                task.add_done_callback(self._finished)
+                self._start(endpoint.name, shadow, request, reply, ctx, done_at[0] - dispatched_at)
 
         primary.add_done_callback(primary_done)
 
+    def _start(
+        self,
+        endpoint: str,
+        shadow: Shadow,
+        request: InferRequest,
+        reply: InferResponse | None,
+        ctx: RequestContext,
+        primary_s: float,
+    ) -> None:
+        version = self._version(shadow)
+        if _answered_by(reply) == (shadow.model, version):
+            self._release(1)  # the primary was this very version (e.g. a rollout's candidate)
+            return
+        job = ShadowJob(
+            endpoint=endpoint,
+            shadow=shadow,
+            version=version,
+            request=request,
+            primary=reply,
+            primary_s=primary_s,
+            ctx=RequestContext(
+                request_id=f"{ctx.request_id}-shadow",
+                deadline=ctx.deadline,
+                routing_key=ctx.routing_key,
+                headers=ctx.headers,
+                endpoint=endpoint,
+                route=SHADOW_ROUTE,
+            ),
+        )
+        if not self.executor.submit(job, lambda: self._release(1)):
+            self._drop(endpoint, shadow)
+            self._release(1)
+
     def _drop(self, endpoint: str, shadow: Shadow) -> None:
         self.dropped += 1
-        self.stats.record_shadow_drop(endpoint, shadow.model, self._version(shadow))
-
-    def _finished(self, task: asyncio.Task[None]) -> None:
-        self._tasks.discard(task)
-        self._release(1)
+        version = self._version(shadow)
+        self.stats.record_shadow_drop(endpoint, shadow.model, version)
+        self.observer.on_shadow(endpoint, shadow_label(shadow.model, version), "dropped")
 
     def _release(self, n: int) -> None:
         self._reserved -= n
@@ -258,56 +405,6 @@ class ShadowRunner:
         if self._resolve_cached is None:
             return 0
         return self._resolve_cached(shadow.model, shadow.version) or 0
-
-    async def _run(
-        self,
-        endpoint: str,
-        shadow: Shadow,
-        request: InferRequest,
-        primary: asyncio.Future[InferResponse],
-        ctx: RequestContext,
-        primary_s: float,
-    ) -> None:
-        shadow_ctx = RequestContext(
-            request_id=f"{ctx.request_id}-shadow",
-            deadline=ctx.deadline,
-            routing_key=ctx.routing_key,
-            headers=ctx.headers,
-            endpoint=endpoint,
-            route=SHADOW_ROUTE,
-        )
-        if _answered_by(_answer(primary)) == (shadow.model, self._version(shadow)):
-            return  # the primary was this very version (e.g. a rollout's candidate route)
-        ref = None if shadow.version is None else str(shadow.version)
-        started = self._clock.monotonic()
-        try:
-            answer: InferResponse | None = await self.inner.infer(
-                shadow.model, ref, request, shadow_ctx
-            )
-        except ModelYardError:
-            answer = None  # counted as an error of the shadow by the serving core's observer
-        except Exception:
-            log.exception("shadow %s of endpoint %s failed", shadow.label(), endpoint)
-            answer = None
-        shadow_s = self._clock.monotonic() - started
-        if answer is None:
-            return
-        version = version_number(answer.model_version)
-        reply = _answer(primary)
-        if reply is None:
-            self.stats.record_shadow(
-                endpoint, shadow.model, version, compared=0, agreed=0, latency_delta_s=None
-            )
-            return
-        result = compare_outputs(shadow.compare, reply.outputs, answer.outputs)
-        self.stats.record_shadow(
-            endpoint,
-            shadow.model,
-            version,
-            compared=result.rows,
-            agreed=result.agreed,
-            latency_delta_s=shadow_s - primary_s,
-        )
 
     async def drain(self) -> None:
         """Wait until no shadow is reserved or running (tests; shutdown). The primaries of

@@ -66,7 +66,13 @@ def test_install_hands_the_hooks_to_the_traffic_layer(registry_dir: Path) -> Non
 
 
 def test_shadow_disagreeing_on_a_known_tenth_reports_ninety_percent(registry_dir: Path) -> None:
-    app = build(registry_dir, controller=False, replica_id="pod-1", shadow_max_concurrency=64)
+    app = build(
+        registry_dir,
+        controller=False,
+        replica_id="pod-1",
+        shadow_max_concurrency=64,
+        shadow_isolation="inline",  # the helper process is tested in tests/integration
+    )
     shadows = app.extras["shadows"]
     assert isinstance(shadows, ShadowRunner)
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+from collections import Counter
 from collections.abc import Awaitable, Callable, Iterator
 from typing import Any
 
@@ -11,6 +12,7 @@ import pytest
 
 from modelyard.core.clock import FakeClock
 from modelyard.core.dataplane import DataPlane
+from modelyard.core.observer import Observer
 from modelyard.errors import InferenceError
 from modelyard.traffic.shadow import (
     Comparison,
@@ -130,14 +132,26 @@ def response(req: InferRequest) -> InferResponse:
     return InferResponse("fraud", "3", {"y": req.inputs["x"]})
 
 
+class Outcomes(Observer):
+    """Records the shadow outcomes the runner reports (the metrics observer's hook)."""
+
+    def __init__(self) -> None:
+        self.seen: Counter[tuple[str, str, str]] = Counter()
+
+    def on_shadow(self, endpoint: str, shadow: str, outcome: str) -> None:
+        self.seen[(endpoint, shadow, outcome)] += 1
+
+
 class Harness:
     def __init__(self, max_concurrency: int = 8, rnd: Callable[[], float] | None = None) -> None:
         self.clock = FakeClock(wall_start=1_700_000_000.0)
         self.inner = Inner(self.clock)
         self.stats = StatsCollector(interval_s=10, replica="r", clock=self.clock)
+        self.outcomes = Outcomes()
         self.runner = ShadowRunner(
             self.inner,
             self.stats,
+            observer=self.outcomes,
             max_concurrency=max_concurrency,
             clock=self.clock,
             rnd=rnd or (lambda: 0.0),
@@ -239,6 +253,10 @@ def test_known_ten_percent_disagreement_reports_ninety_percent() -> None:
     assert shadow is not None
     assert shadow.compared == 1000
     assert shadow.agreement == pytest.approx(0.90, abs=0.02)
+    assert h.outcomes.seen == {
+        ("fraud", "shadow0@4", "match"): 900,
+        ("fraud", "shadow0@4", "mismatch"): 100,
+    }
 
 
 def test_busy_box_drops_and_counts_never_queues() -> None:
@@ -261,6 +279,10 @@ def test_busy_box_drops_and_counts_never_queues() -> None:
     assert len(h.inner.calls) == 2
     shadow = h.shadow_rows()[("shadow0", 4)].shadow
     assert shadow is not None and (shadow.dropped, shadow.compared) == (3, 2)
+    assert h.outcomes.seen == {
+        ("fraud", "shadow0@4", "dropped"): 3,
+        ("fraud", "shadow0@4", "match"): 2,
+    }
 
 
 def test_zero_concurrency_turns_shadows_off() -> None:
@@ -335,6 +357,7 @@ def test_failing_shadow_is_not_compared_and_never_raises(exc: Exception) -> None
 
     run(scenario())
     assert ("shadow0", 4) not in h.shadow_rows()
+    assert h.outcomes.seen == {("fraud", "shadow0@4", "error"): 1}
 
 
 def test_no_shadows_no_work() -> None:
