@@ -19,6 +19,7 @@ p99.9 and the share of requests over half the stall time are reported too.
 from __future__ import annotations
 
 import argparse
+import re
 import sys
 import tempfile
 import time
@@ -71,7 +72,26 @@ def model_calls(registry_dir: Path, endpoint: str) -> int:
     return sum(r.stats.requests + r.stats.cancelled for r in rows if r.route == "main")
 
 
-def measure(args: argparse.Namespace, tmp: Path) -> tuple[dict[str, Run], dict[str, float]]:
+def hedge_counts(url: str) -> dict[str, int]:
+    """``modelyard_hedges_total`` of the ``hedged`` endpoint by outcome (sent, over_budget),
+    read from the server's /metrics."""
+    import urllib.request
+
+    with urllib.request.urlopen(f"{url}/metrics", timeout=10) as resp:
+        text = resp.read().decode()
+    counts: dict[str, int] = {}
+    for line in text.splitlines():
+        found = re.match(r"modelyard_hedges_total\{(.*)\} ([0-9.e+]+)$", line)
+        if found and 'endpoint="hedged"' in found.group(1):
+            outcome = re.search(r'outcome="([^"]+)"', found.group(1))
+            if outcome:
+                counts[outcome.group(1)] = int(float(found.group(2)))
+    return counts
+
+
+def measure(
+    args: argparse.Namespace, tmp: Path
+) -> tuple[dict[str, Run], dict[str, float], dict[str, int]]:
     registry = tmp / "reg"
     body = setup(registry, args)
     env = {
@@ -87,6 +107,7 @@ def measure(args: argparse.Namespace, tmp: Path) -> tuple[dict[str, Run], dict[s
         pooled = interleaved(
             server, ENDPOINTS, body, args.rate, slices=args.slices, slice_s=args.slice_s
         )
+        hedges = hedge_counts(server.url)
     finally:
         server.stop()  # writes the last serving stats
     for ep, run in pooled.items():
@@ -97,7 +118,8 @@ def measure(args: argparse.Namespace, tmp: Path) -> tuple[dict[str, Run], dict[s
             flush=True,
         )
     extra = {ep: model_calls(registry, ep) / sent[ep] - 1 for ep in ENDPOINTS}
-    return pooled, extra
+    print(f"hedges (warm-up included): {hedges}", flush=True)
+    return pooled, extra, hedges
 
 
 def slow_share(run: Run, threshold_s: float) -> float:
@@ -135,7 +157,7 @@ def main() -> None:
     for stall_rate in args.stall_rates:
         args.stall_rate = stall_rate
         with tempfile.TemporaryDirectory(prefix="modelyard-hedging-bench-") as tmp:
-            runs, extra = measure(args, Path(tmp))
+            runs, extra, hedges = measure(args, Path(tmp))
         cut = runs["direct"].q(99) / runs["hedged"].q(99)
         cut_999 = runs["direct"].q(99.9) / runs["hedged"].q(99.9)
         ok = cut >= 5 and extra["hedged"] <= 0.05
@@ -143,7 +165,8 @@ def main() -> None:
             f"  - {stall_rate:.1%} of calls stalled: **{'met' if ok else 'NOT met'}** (p99 cut "
             f"{cut:.1f}x, p99.9 cut {cut_999:.1f}x, extra model calls {extra['hedged']:+.2%}; "
             f"requests over {slow * 1e3:g} ms without hedging: "
-            f"{slow_share(runs['direct'], slow):.2%})"
+            f"{slow_share(runs['direct'], slow):.2%}; hedges sent {hedges.get('sent', 0):,}, "
+            f"refused by the cap {hedges.get('over_budget', 0):,}, warm-up included)"
         )
         for ep, run in runs.items():
             cells = [

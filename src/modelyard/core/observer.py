@@ -74,6 +74,11 @@ class Observer:
         ``error`` (the shadow failed), ``not_compared`` (the primary had no answer) or
         ``dropped`` (not sent: the box was busy)."""
 
+    def on_hedge(self, endpoint: str, outcome: str) -> None:
+        """Called when a hedging endpoint's first copy has not answered within the hedge
+        delay: ``outcome`` is ``sent`` (a second copy went out) or ``over_budget`` (the cap on
+        extra load refused it)."""
+
 
 class Observers(Observer):
     """Fans each event out to several observers; a failing observer is logged, not raised."""
@@ -125,3 +130,10 @@ class Observers(Observer):
                 o.on_shadow(endpoint, shadow, outcome)
             except Exception:
                 log.exception("observer %r failed on a shadow event", o)
+
+    def on_hedge(self, endpoint: str, outcome: str) -> None:
+        for o in self.observers:
+            try:
+                o.on_hedge(endpoint, outcome)
+            except Exception:
+                log.exception("observer %r failed on a hedge event", o)

@@ -111,6 +111,12 @@ class Metrics:
             ("endpoint", "reason"),
             registry=r,
         )
+        self.hedges = Counter(
+            "modelyard_hedges",
+            "Endpoint requests whose first copy outlived the hedge delay, by what happened.",
+            ("endpoint", "outcome"),
+            registry=r,
+        )
         self.shadow_comparisons = Counter(
             "modelyard_shadow_comparisons",
             "Shadow answers compared with the primary's.",
@@ -339,6 +345,10 @@ class MetricsObserver(Observer):
         error, dropped)."""
         m = self.metrics
         m.shadow_comparisons.labels(m.endpoints(endpoint), m.shadows(shadow), outcome).inc()
+
+    def on_hedge(self, endpoint: str, outcome: str) -> None:
+        """A request outlived its hedge delay: a second copy was ``sent``, or ``over_budget``."""
+        self.metrics.hedges.labels(self.metrics.endpoints(endpoint), outcome).inc()
 
     # ---- sampled gauges ---------------------------------------------------------------------
     def sample(self) -> None:

@@ -36,6 +36,10 @@ VersionResolver = Callable[[str, str | None], Awaitable[str]]
 FALLBACK_ROUTE = "fallback"
 """The ``route`` label of calls made by the fallback chain (in stats and observers)."""
 STATIC = "static"
+HEDGE_SENT = "sent"
+"""``on_hedge`` outcome: the first copy outlived the delay and a second copy went out."""
+HEDGE_OVER_BUDGET = "over_budget"
+"""``on_hedge`` outcome: the first copy outlived the delay but the cap refused a second copy."""
 
 
 class Responder:
@@ -188,8 +192,15 @@ class Responder:
             window.add(clock.monotonic() - started)
             return response
 
+        budget, observer = ep.hedge, self._observer
+
+        def allow() -> bool:
+            sent = budget.try_hedge()
+            observer.on_hedge(ep.name, HEDGE_SENT if sent else HEDGE_OVER_BUDGET)
+            return sent
+
         delay = hedge_delay(ep.spec.hedging, window.p95())
-        return await run_hedged(call, delay, ep.hedge.try_hedge)
+        return await run_hedged(call, delay, allow)
 
     # ---- fallback chain -----------------------------------------------------------------------
     async def _fallback(

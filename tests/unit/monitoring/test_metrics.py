@@ -180,7 +180,7 @@ def test_cache_events_count_loads_failures_and_evictions_by_reason() -> None:
         assert value(obs, "modelyard_model_evictions_total", **labels) == 1
 
 
-def test_traffic_hooks_count_fallbacks_response_cache_and_shadows() -> None:
+def test_traffic_hooks_count_fallbacks_response_cache_shadows_and_hedges() -> None:
     obs = make_observer()
     obs.on_fallback("checkout", "timeout")
     obs.on_fallback("checkout", "timeout")
@@ -188,11 +188,16 @@ def test_traffic_hooks_count_fallbacks_response_cache_and_shadows() -> None:
     obs.on_cache_lookup("checkout", False)
     obs.on_cache_lookup("checkout", False)
     obs.on_shadow("checkout", "v2", "mismatch")
+    obs.on_hedge("checkout", "sent")
+    obs.on_hedge("checkout", "over_budget")
+    obs.on_hedge("checkout", "over_budget")
     assert value(obs, "modelyard_fallbacks_total", endpoint="checkout", reason="timeout") == 2
     assert value(obs, "modelyard_response_cache_hits_total", endpoint="checkout") == 1
     assert value(obs, "modelyard_response_cache_misses_total", endpoint="checkout") == 2
     labels = {"endpoint": "checkout", "shadow": "v2", "outcome": "mismatch"}
     assert value(obs, "modelyard_shadow_comparisons_total", **labels) == 1
+    assert value(obs, "modelyard_hedges_total", endpoint="checkout", outcome="sent") == 1
+    assert value(obs, "modelyard_hedges_total", endpoint="checkout", outcome="over_budget") == 2
 
 
 # ---- through the real dataplane and model cache --------------------------------------------------

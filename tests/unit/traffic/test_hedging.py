@@ -8,6 +8,7 @@ import math
 import numpy as np
 import pytest
 
+from modelyard.core.observer import Observer
 from modelyard.errors import InferenceError
 from modelyard.traffic.calls import run_hedged
 from modelyard.traffic.hedging import (
@@ -232,3 +233,34 @@ def test_endpoint_learns_its_p95_before_hedging_on_it() -> None:
         infer(dp)
     window = dp.endpoint("ep").window("a", None)  # type: ignore[union-attr]
     assert window.p95() is not None  # FakeClock: every latency is 0.0
+
+
+class HedgeEvents(Observer):
+    def __init__(self) -> None:
+        self.events: list[tuple[str, str]] = []
+
+    def on_hedge(self, endpoint: str, outcome: str) -> None:
+        self.events.append((endpoint, outcome))
+
+
+def test_endpoint_reports_hedges_sent_and_refused_by_the_cap() -> None:
+    inner = FakeInner()
+    inner.add("a", "1")
+    gate = asyncio.Event()
+    stalls = [True, True, False]  # 1st: no token yet -> waits; 2nd: a whole token -> hedged
+
+    async def stalls_as_scripted(request: InferRequest) -> dict[str, Array]:
+        if stalls and stalls.pop(0):
+            if len(stalls) == 2:  # the first stall ends by itself once the delay has passed
+                await asyncio.sleep(0.01)
+            else:
+                await gate.wait()  # never released: only the hedge can answer
+        return {"y": np.asarray(request.inputs["x"]) * 2}
+
+    inner.behaviours["a"] = stalls_as_scripted
+    events = HedgeEvents()
+    dp = traffic(inner, spec(hedging={"delay_ms": 1, "max_fraction": 0.5}), observer=events)
+    infer(dp)  # half a token: outlives the delay, the cap refuses a second copy
+    infer(dp)  # a whole token: hedged
+    infer(dp)  # answers at once: no event
+    assert events.events == [("ep", "over_budget"), ("ep", "sent")]
