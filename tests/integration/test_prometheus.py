@@ -180,7 +180,10 @@ def test_workers_export_one_sum_and_a_restarted_worker_keeps_the_counts(
     server.wait_for(lambda: counted() == sent, WAIT_S)
     text = scrape(server)
     for model in TRAFFIC:
-        assert server_p99(text, model) == pytest.approx(client_p99(latencies[model]), rel=0.05)
+        # The client sees at least what the server measured; it may see more (a connection
+        # set-up or a scheduling hiccup on a loaded machine lands a request in a later bucket).
+        assert server_p99(text, model) <= client_p99(latencies[model]) * 1.05
+    assert 0.5 < server_p99(text, "beta") <= 1.0 and 0.1 < server_p99(text, "alpha") <= 0.25
     pids = ready_pids(server)
     for pid in pids:
         assert sample(text, "modelyard_process_resident_memory_bytes", pid=str(pid))
