@@ -107,6 +107,8 @@ class Batcher:
         self, inputs: Mapping[str, Array], deadline: float | None = None
     ) -> dict[str, Array]:
         rows = _rows(inputs)
+        if rows == 0:  # it would never fill or age a batch: the caller runs it unbatched
+            raise InvalidInputError(f"model '{self._name}': a request with no rows is not batched")
         if self._queued_rows + rows > self.config.max_queue_rows:
             self.stats.shed += 1
             raise UnavailableError(f"model '{self._name}' is overloaded (queue full); retry later")

@@ -235,9 +235,10 @@ class ServingDataPlane(DataPlane):
         self._check_deadline(ctx)
         batcher = self._batcher_for(runtime, mv)
         rows = next((a.shape[0] for a in inputs.values() if a.ndim), 0)
-        if batcher is not None and rows >= mv.manifest.batching.max_batch_size:
+        if batcher is not None and (rows == 0 or rows >= mv.manifest.batching.max_batch_size):
             # A request that fills a batch by itself (a batch job's) gains nothing from the
-            # queue and may exceed its row limit: it runs at once, like an unbatched model's.
+            # queue and may exceed its row limit; one with no rows would never fill or age a
+            # batch. Both run at once, like an unbatched model's.
             batcher = None
         if batcher is None and run_inline(self._recent.get(runtime), self._inline_s):
             try:

@@ -142,7 +142,7 @@ class _Pattern:
 async def read_body(receive: Receive, headers: Mapping[str, str], limit: int) -> bytes | None:
     """The request body, decompressed, at most ``limit`` bytes; None if the client left."""
     declared = headers.get("content-length")
-    if declared is not None and declared.isdigit() and int(declared) > limit:
+    if declared is not None and declared.isascii() and declared.isdigit() and int(declared) > limit:
         raise PayloadTooLargeError(f"request body of {declared} bytes exceeds {limit} bytes")
     chunks: list[bytes] = []
     size = 0

@@ -325,7 +325,7 @@ def _header_length(headers: Mapping[str, str]) -> int | None:
     value = headers.get(INFERENCE_HEADER)
     if value is None:
         return None
-    if not value.isdigit():
+    if not (value.isascii() and value.isdigit()):  # isdigit alone admits "²"
         raise InvalidInputError(
             f"Inference-Header-Content-Length must be a non-negative integer, got {value!r}"
         )

@@ -33,6 +33,8 @@ _WIRE_DTYPES: dict[Datatype, np.dtype[Any]] = {
 }
 _LITTLE_ENDIAN = sys.byteorder == "little"
 _LENGTH = struct.Struct("<I")
+#: The most dimensions a tensor may have (numpy's own limit).
+MAX_DIMS = 64
 _FLOATS = frozenset({Datatype.FP16, Datatype.FP32, Datatype.FP64})
 
 
@@ -55,10 +57,22 @@ def parse_shape(value: object, where: str, max_elements: int) -> tuple[tuple[int
         raise InvalidInputError(
             f"{where}: shape must be a list of non-negative integers, got {value!r}"
         )
+    if len(value) > MAX_DIMS:
+        raise InvalidInputError(
+            f"{where}: shape has {len(value)} dimensions; at most {MAX_DIMS} dimensions"
+        )
     count = math.prod(value)
     if count > max_elements:
         raise PayloadTooLargeError(
             f"{where}: shape {value} has {count} elements, more than the limit of {max_elements}"
+        )
+    # With a 0 somewhere the count stays small whatever the other dimensions say, but numpy
+    # cannot make such an array (nor would it hold anything).
+    widest = max(value, default=0)
+    if widest > max_elements:
+        raise InvalidInputError(
+            f"{where}: shape {value} has a dimension of {widest}, more than the limit of "
+            f"{max_elements} elements"
         )
     return tuple(value), count
 

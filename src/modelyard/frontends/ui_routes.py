@@ -341,7 +341,8 @@ def _int_param(query: dict[str, str], name: str, default: int, low: int, high: i
     raw = query.get(name)
     if raw is None:
         return default
-    if not raw.strip().isdigit() or not low <= int(raw) <= high:
+    digits = raw.strip()
+    if not (digits.isascii() and digits.isdigit()) or not low <= int(digits) <= high:
         raise InvalidInputError(
             f"query parameter '{name}' must be an integer from {low} to {high}, got {raw!r}"
         )

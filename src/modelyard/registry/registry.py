@@ -35,6 +35,8 @@ from modelyard.types import Array, Signature
 __all__ = ["ModelInfo", "ModelVersion", "Registry"]
 
 DB_FILE = "registry.db"
+#: The largest version number: what a 64-bit SQL integer column (SQLite, PostgreSQL) holds.
+MAX_VERSION = 2**63 - 1
 
 
 def s3_storage_options(settings: Settings) -> dict[str, Any]:
@@ -288,7 +290,7 @@ class Registry:
         """``ref``: a version number (int or digits), an alias name, or None for alias
         ``production`` if set, else the newest version. Raises ModelNotFoundError."""
         validate_name(name)
-        if isinstance(ref, int) or (isinstance(ref, str) and ref.isdigit()):
+        if isinstance(ref, int) or (isinstance(ref, str) and ref.isascii() and ref.isdigit()):
             return self.get_version(name, _version_number(ref))
         alias = PRODUCTION if ref is None else validate_alias(ref)
         with self._store.transaction(write=False) as tx:
@@ -340,9 +342,11 @@ def _version_number(value: object) -> int:
     if isinstance(value, bool) or not isinstance(value, int | str):
         raise InvalidInputError(f"version must be a number, got {value!r}")
     if isinstance(value, str):
-        if not value.isdigit():
+        if not (value.isascii() and value.isdigit()):  # isdigit alone admits "²"
             raise InvalidInputError(f"version must be a number, got {value!r}")
         value = int(value)
     if value < 1:
         raise InvalidInputError(f"version must be >= 1, got {value}")
+    if value > MAX_VERSION:
+        raise InvalidInputError(f"version must be <= {MAX_VERSION}, got {value}")
     return value

@@ -148,6 +148,7 @@ class OnnxRuntime(Runtime):
         super().__init__(path, manifest, options)
         self._session: ort.InferenceSession | None = None
         self._input_types: dict[str, np.dtype[Any]] = {}
+        self._shared_dims: list[SharedDim] = []
         self._bytes = 1
 
     @classmethod
@@ -206,6 +207,7 @@ class OnnxRuntime(Runtime):
         self._input_types = {
             i.name: ORT_INPUT_DTYPES.get(i.type, np.dtype(object)) for i in session.get_inputs()
         }
+        self._shared_dims = shared_dims(session.get_inputs())
         self._session = session
 
     @property
@@ -224,6 +226,7 @@ class OnnxRuntime(Runtime):
         if not names:
             names = [o.name for o in session.get_outputs() if o.type.startswith("tensor(")]
         feed = {name: self._feed(name, inputs) for name in self._input_types}
+        check_shared_dims(self._shared_dims, feed)
         with engine_errors(self.kind):
             results = session.run(names, feed)
         return dict(zip(names, (np.asarray(r) for r in results), strict=True))
@@ -269,3 +272,35 @@ ORT_INPUT_DTYPES: dict[str, np.dtype[Any]] = {
     "tensor(double)": np.dtype(np.float64),
     "tensor(string)": np.dtype(object),
 }
+
+
+SharedDim = tuple[str, list[tuple[str, int]]]
+"""A symbolic dimension (ONNX ``dim_param``) and the (input, axis) places that share it."""
+
+
+def shared_dims(session_inputs: Sequence[Any]) -> list[SharedDim]:
+    """The named dimensions that more than one place of the graph's inputs share (e.g.
+    ``batch`` on every input): ONNX says they are the same size, ORT does not check it."""
+    places: dict[str, list[tuple[str, int]]] = {}
+    for arg in session_inputs:
+        for axis, dim in enumerate(arg.shape or ()):
+            if isinstance(dim, str) and dim:
+                places.setdefault(dim, []).append((arg.name, axis))
+    return [(dim, where) for dim, where in places.items() if len(where) > 1]
+
+
+def check_shared_dims(shared: list[SharedDim], feed: Mapping[str, Array]) -> None:
+    """InvalidInputError when inputs give one named dimension different sizes (ORT would fail
+    somewhere inside the graph, as if the model were broken)."""
+    for dim, where in shared:
+        sizes = {
+            f"'{name}' axis {axis}": feed[name].shape[axis]
+            for name, axis in where
+            if name in feed and feed[name].ndim > axis
+        }
+        if len(set(sizes.values())) > 1:
+            listed = ", ".join(f"{place} = {size}" for place, size in sizes.items())
+            raise InvalidInputError(
+                f"inputs disagree on the size of dimension '{dim}' the model gives them all: "
+                f"{listed}"
+            )

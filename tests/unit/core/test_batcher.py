@@ -174,3 +174,16 @@ def test_mismatched_first_dims_are_invalid(
 
     with pytest.raises(InvalidInputError, match="same first dimension"):
         asyncio.run(main())
+
+
+def test_a_request_with_no_rows_is_refused_not_queued_forever(
+    executor: concurrent.futures.ThreadPoolExecutor,
+) -> None:
+    batcher = Batcher(Model().predict, BatchConfig(max_batch_size=8), executor=executor)
+
+    async def main() -> None:
+        with pytest.raises(InvalidInputError, match="no rows"):
+            await asyncio.wait_for(batcher.submit({"x": np.zeros((0, 3), np.float32)}), 10)
+
+    asyncio.run(main())
+    assert batcher.stats.requests == 0

@@ -182,6 +182,20 @@ def test_batched_and_unbatched_versions_answer_identically(dataplane: ServingDat
     assert batcher.stats.batches < 40
 
 
+def test_a_request_with_no_rows_is_answered_by_a_batched_version(
+    dataplane: ServingDataPlane,
+) -> None:
+    # Found by the server fuzz test: queued, it never filled or aged a batch and hung.
+    empty = np.zeros((0, 20), dtype=np.float32)
+    for name in ("linear", "linear_batched"):
+        out = asyncio.run(
+            asyncio.wait_for(
+                dataplane.infer(name, None, InferRequest({"input": empty}), RequestContext()), 10
+            )
+        )
+        assert out.outputs["output"].shape == (0, 1)
+
+
 def test_fast_models_run_on_the_event_loop_after_the_first_call(registry: Registry) -> None:
     import threading
 

@@ -136,6 +136,16 @@ def test_requested_outputs_only(tmp_path: Path) -> None:
     assert not got["OUTPUT1"].any()
 
 
+def test_inputs_that_disagree_on_a_named_dimension_are_client_errors(tmp_path: Path) -> None:
+    # simple: INPUT0 and INPUT1 are both ['batch', 16]. Found by the server fuzz test: ORT
+    # accepted the inputs and failed inside the graph, which read as a broken model (a 500).
+    runtime = save_and_load(testmodels.simple_model(tmp_path / "simple.onnx"), tmp_path / "v")
+    two, three = np.ones((2, 16), dtype=np.int32), np.ones((3, 16), dtype=np.int32)
+    with pytest.raises(InvalidInputError, match=r"dimension 'batch'.*'INPUT0' axis 0 = 2"):
+        runtime.predict({"INPUT0": two, "INPUT1": three})
+    assert runtime.predict({"INPUT0": two, "INPUT1": two})["OUTPUT0"].shape == (2, 16)
+
+
 def test_engine_errors_are_inference_errors(tmp_path: Path) -> None:
     runtime = save_and_load(testmodels.linear_fp32_model(tmp_path / "m.onnx", 4), tmp_path / "v")
     with pytest.raises(InferenceError, match="onnx runtime"):
