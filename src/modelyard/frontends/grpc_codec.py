@@ -11,16 +11,15 @@ input, output or parameter.
 
 from __future__ import annotations
 
-import math
 from collections.abc import Iterable, Mapping
 from typing import Any
 
 import numpy as np
 import orjson
 
-from modelyard.errors import InferenceError, InvalidInputError, PayloadTooLargeError
+from modelyard.errors import InferenceError, InvalidInputError
 from modelyard.frontends.proto import grpc_service_pb2 as pb
-from modelyard.frontends.tensor_codec import join_bytes, split_bytes
+from modelyard.frontends.tensor_codec import check_shape, join_bytes, split_bytes
 from modelyard.types import (
     Array,
     Datatype,
@@ -99,13 +98,7 @@ def decode_input(
     name = tensor.name
     datatype = _datatype(tensor.datatype, f"input {name!r}")
     shape = tuple(tensor.shape)
-    if any(d < 0 for d in shape):
-        raise InvalidInputError(f"input {name!r}: shape {list(shape)} has a negative dimension")
-    count = math.prod(shape)
-    if count > max_tensor_elements:
-        raise PayloadTooLargeError(
-            f"input {name!r}: {count} elements exceed the limit of {max_tensor_elements}"
-        )
+    count = check_shape(shape, f"input {name!r}", max_tensor_elements)
     fields = tensor.contents.ListFields()
     if raw is not None:
         if fields:
@@ -227,8 +220,9 @@ def encode_infer_response(response: InferResponse, request_id: str = "") -> pb.M
         id=response.id or request_id,
     )
     encode_parameters(response.parameters, msg.parameters)
-    for name, array in response.outputs.items():
-        datatype, blob = encode_array(name, np.asarray(array))
+    for name, output in response.outputs.items():
+        array = np.asarray(output)
+        datatype, blob = encode_array(name, array)
         msg.outputs.add(name=name, datatype=datatype.value, shape=array.shape)
         msg.raw_output_contents.append(blob)
     return msg
@@ -241,13 +235,25 @@ def encode_array(name: str, array: Array) -> tuple[Datatype, bytes]:
     except ValueError as exc:
         raise InferenceError(f"output {name!r}: {exc}") from exc
     if datatype is Datatype.BYTES:
-        return datatype, serialize_bytes(array)
+        return datatype, serialize_bytes(array, f"output {name!r}")
     return datatype, array.astype(array.dtype.newbyteorder("<"), copy=False).tobytes()
 
 
-def serialize_bytes(array: Array) -> bytes:
-    """BYTES elements, each prefixed with its length as a 4-byte little-endian integer."""
-    return join_bytes(_as_bytes(item) for item in array.reshape(-1))
+def serialize_bytes(array: Array, where: str = "a BYTES tensor") -> bytes:
+    """BYTES elements, each prefixed with its length as a 4-byte little-endian integer.
+
+    A str element that UTF-8 cannot encode (one holding a lone surrogate) raises InferenceError
+    naming ``where`` and the element's (flat) index.
+    """
+    items: list[bytes] = []
+    for index, item in enumerate(array.reshape(-1)):
+        try:
+            items.append(_as_bytes(item))
+        except UnicodeEncodeError as exc:
+            raise InferenceError(
+                f"{where}: element {index} is a str that UTF-8 cannot encode ({exc.reason})"
+            ) from exc
+    return join_bytes(items)
 
 
 def _as_bytes(item: object) -> bytes:
@@ -261,7 +267,8 @@ def _as_bytes(item: object) -> bytes:
 def encode_parameters(values: Mapping[str, Any], target: Any) -> None:
     """Fill a protobuf ``map<string, InferParameter>`` from plain Python values.
 
-    Values that are not scalars (lists, dicts) are sent as JSON text in ``string_param``.
+    Values that are not scalars (lists, dicts), and integers beyond 64 bits, are sent as JSON
+    text in ``string_param``. A value that has no JSON text raises InferenceError.
     """
     for key, value in values.items():
         param = target[key]
@@ -271,14 +278,20 @@ def encode_parameters(values: Mapping[str, Any], target: Any) -> None:
             param.int64_param = int(value)
         elif isinstance(value, int | np.integer) and 0 <= int(value) <= _UINT64_MAX:
             param.uint64_param = int(value)
+        elif isinstance(value, int | np.integer):
+            param.string_param = str(value)
         elif isinstance(value, float | np.floating):
             param.double_param = float(value)
         elif isinstance(value, str):
             param.string_param = value
         else:
-            param.string_param = orjson.dumps(
-                value, default=str, option=orjson.OPT_SERIALIZE_NUMPY
-            ).decode()
+            try:
+                text = orjson.dumps(value, default=str, option=orjson.OPT_SERIALIZE_NUMPY)
+            except orjson.JSONEncodeError as exc:  # e.g. an integer beyond 64 bits inside
+                raise InferenceError(
+                    f"response parameter {key!r} cannot be sent as JSON text: {exc}"
+                ) from exc
+            param.string_param = text.decode()
 
 
 def encode_model_metadata(metadata: ModelMetadata) -> pb.ModelMetadataResponse:

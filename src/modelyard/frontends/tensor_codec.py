@@ -33,8 +33,12 @@ _WIRE_DTYPES: dict[Datatype, np.dtype[Any]] = {
 }
 _LITTLE_ENDIAN = sys.byteorder == "little"
 _LENGTH = struct.Struct("<I")
-#: The most dimensions a tensor may have (numpy's own limit).
-MAX_DIMS = 64
+#: The most dimensions a tensor may have: what every supported numpy (>= 1.26) can represent.
+MAX_DIMS = 32
+#: numpy refuses a shape whose non-zero dimensions times the item size (at most 8) pass
+#: 2**63 - 1, even when another dimension is 0; the element limit never goes past this.
+_NUMPY_MAX_ELEMENTS = (2**63 - 1) // 8
+_UINT64_MAX = 2**64 - 1
 _FLOATS = frozenset({Datatype.FP16, Datatype.FP32, Datatype.FP64})
 
 
@@ -57,24 +61,39 @@ def parse_shape(value: object, where: str, max_elements: int) -> tuple[tuple[int
         raise InvalidInputError(
             f"{where}: shape must be a list of non-negative integers, got {value!r}"
         )
-    if len(value) > MAX_DIMS:
+    shape = tuple(value)
+    return shape, check_shape(shape, where, max_elements)
+
+
+def check_shape(shape: tuple[int, ...], where: str, max_elements: int) -> int:
+    """The element count of a wire ``shape`` (REST or gRPC), which must be one numpy can hold
+    within ``max_elements``. An empty tensor is no exception: numpy refuses shapes whose
+    non-zero dimensions multiply past its address space even with no elements, so those must
+    fit the limit as well."""
+    if any(d < 0 for d in shape):
+        raise InvalidInputError(f"{where}: shape {shape_text(shape)} has a negative dimension")
+    if len(shape) > MAX_DIMS:
         raise InvalidInputError(
-            f"{where}: shape has {len(value)} dimensions; at most {MAX_DIMS} dimensions"
+            f"{where}: shape has {len(shape)} dimensions, more than the {MAX_DIMS} supported"
         )
-    count = math.prod(value)
-    if count > max_elements:
+    limit = min(max_elements, _NUMPY_MAX_ELEMENTS)
+    count = math.prod(shape)
+    extent = count or math.prod(d for d in shape if d)
+    if extent > limit:
+        amount = str(extent) if extent <= _UINT64_MAX else "more than 2**64"
+        has = "has" if count else "is too large: without its zero dimensions it has"
         raise PayloadTooLargeError(
-            f"{where}: shape {value} has {count} elements, more than the limit of {max_elements}"
+            f"{where}: shape {shape_text(shape)} {has} {amount} elements, "
+            f"more than the limit of {limit}"
         )
-    # With a 0 somewhere the count stays small whatever the other dimensions say, but numpy
-    # cannot make such an array (nor would it hold anything).
-    widest = max(value, default=0)
-    if widest > max_elements:
-        raise InvalidInputError(
-            f"{where}: shape {value} has a dimension of {widest}, more than the limit of "
-            f"{max_elements} elements"
-        )
-    return tuple(value), count
+    return count
+
+
+def shape_text(shape: tuple[int, ...]) -> str:
+    """A shape for an error message: in full when short, else its first dimensions."""
+    if len(shape) <= MAX_DIMS:
+        return str(list(shape))
+    return f"[{', '.join(map(str, shape[:8]))}, ... ({len(shape)} dimensions)]"
 
 
 def array_from_json(
@@ -243,7 +262,12 @@ def _as_bytes(item: object) -> bytes:
     if isinstance(item, bytes):
         return item
     if isinstance(item, str):
-        return item.encode()
+        try:
+            return item.encode()
+        except UnicodeEncodeError as exc:  # a lone surrogate
+            raise InferenceError(
+                f"a BYTES output holds a str that UTF-8 cannot encode ({exc.reason})"
+            ) from exc
     raise InferenceError(f"a BYTES output holds a {type(item).__name__}, not bytes or str")
 
 
@@ -252,6 +276,8 @@ def strings_from_array(array: Array) -> list[str] | None:
     out: list[str] = []
     for item in array.flat:
         if isinstance(item, str):
+            if not item.isascii() and not _utf8_encodable(item):
+                return None  # as binary data, where _as_bytes names the problem
             out.append(item)
             continue
         try:
@@ -259,6 +285,14 @@ def strings_from_array(array: Array) -> list[str] | None:
         except UnicodeDecodeError:
             return None
     return out
+
+
+def _utf8_encodable(text: str) -> bool:
+    try:
+        text.encode()
+    except UnicodeEncodeError:
+        return False
+    return True
 
 
 def json_ready(array: Array) -> Array:
