@@ -11,21 +11,26 @@ from __future__ import annotations
 
 import json
 import math
+import time
 from collections.abc import Iterator
 from typing import Any
 
+import grpc
 import httpx
 import numpy as np
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from tritonclient.grpc import service_pb2, service_pb2_grpc
 
+from modelyard.frontends.proto import grpc_service_pb2 as pb
 from modelyard.registry.endpoints import EndpointStore
 from modelyard.registry.registry import Registry
 from modelyard.types import Datatype
 from tests.serverproc import ServerProcess, start_server
 from tests.testmodels import identity_model, linear_fp32_model, simple_model
 from tests.unit.frontends.test_codec_fuzz import json_values, one_in, scalars
+from tests.unit.frontends_grpc.test_codec_fuzz import infer_requests as grpc_infer_requests
 
 pytestmark = pytest.mark.integration
 
@@ -199,8 +204,14 @@ def other_calls(draw: st.DrawFn) -> tuple[str, str, bytes]:
     return method, path, body
 
 
+#: 5xx answers that are not failures: the server could not meet the request's own deadline
+#: (e.g. ``parameters.timeout`` of 1 us) or shed load. A hang shows as the client's timeout.
+NOT_FAILURES = {503, 504}
+
+
 def _check(response: httpx.Response, what: str) -> None:
-    assert response.status_code < 500, (what, response.status_code, response.text[:500])
+    status = response.status_code
+    assert status < 500 or status in NOT_FAILURES, (what, status, response.text[:500])
     if response.status_code >= 400 and response.request.method != "HEAD":
         doc = response.json()
         assert isinstance(doc.get("error"), str) and doc["error"], (what, doc)
@@ -238,6 +249,44 @@ def test_hostile_calls_to_other_routes_get_client_errors_not_server_errors(
 ) -> None:
     method, path, body = call
     _check(client.request(method, path, content=body), f"{method} {path} {body[:300]!r}")
+
+
+@pytest.fixture(scope="module")
+def stub(server: ServerProcess) -> Iterator[service_pb2_grpc.GRPCInferenceServiceStub]:
+    with grpc.insecure_channel(server.grpc_url) as channel:
+        yield service_pb2_grpc.GRPCInferenceServiceStub(channel)
+
+
+#: gRPC answers that mean the server itself failed rather than refused the request. (Its own
+#: DEADLINE_EXCEEDED, for a request's timeout parameter, is an answer; a hang is not: see below.)
+SERVER_FAILURES = {grpc.StatusCode.INTERNAL, grpc.StatusCode.UNKNOWN}
+CLIENT_TIMEOUT_S = 10.0
+
+
+@FUZZ
+@given(
+    msg=grpc_infer_requests(),
+    model=st.sampled_from(sorted(MODELS)),
+    version=st.sampled_from(["", "", "", "1", "2", "x", "9" * 30]),
+)
+def test_hostile_grpc_calls_get_client_errors_not_server_errors(
+    stub: service_pb2_grpc.GRPCInferenceServiceStub,
+    msg: pb.ModelInferRequest,
+    model: str,
+    version: str,
+) -> None:
+    # The helper's hostile messages, aimed at a real model: its name, version and input names.
+    msg.model_name, msg.model_version = model, version
+    for tensor, (name, _, _) in zip(msg.inputs, MODELS[model], strict=False):
+        tensor.name = name
+    wire = service_pb2.ModelInferRequest.FromString(msg.SerializeToString())
+    started = time.monotonic()
+    try:
+        stub.ModelInfer(wire, timeout=CLIENT_TIMEOUT_S)
+    except grpc.RpcError as exc:
+        assert exc.code() not in SERVER_FAILURES, (exc.code(), exc.details(), msg)
+        assert time.monotonic() - started < CLIENT_TIMEOUT_S * 0.9, ("no answer (hung)", msg)
+        assert exc.details(), msg
 
 
 def test_the_server_is_still_healthy_and_correct_after_the_fuzzing(
