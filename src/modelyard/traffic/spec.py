@@ -40,7 +40,8 @@ VersionRef = int | str | None  # a version number, an alias, or None (production
 
 
 class _Spec(BaseModel):
-    model_config = ConfigDict(frozen=True, extra="forbid")
+    # No inf or nan anywhere: JSON (the API, the registry) cannot carry them faithfully.
+    model_config = ConfigDict(frozen=True, extra="forbid", allow_inf_nan=False)
 
 
 class ModelRef(_Spec):
