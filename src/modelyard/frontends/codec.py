@@ -8,6 +8,7 @@ field raises :class:`~modelyard.errors.InvalidInputError` naming the field.
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
 import numpy as np
@@ -86,11 +87,22 @@ def decode_infer_request(body: bytes, header_length: int | None, max_elements: i
 
 
 def load_json(data: bytes | memoryview, what: str) -> Any:
-    """Parse JSON or raise InvalidInputError naming ``what``."""
+    """Parse JSON or raise InvalidInputError naming ``what``.
+
+    Triton's JSON, and Python's ``json.dumps`` (which tritonclient uses), write non-finite
+    floats as ``NaN``, ``Infinity`` and ``-Infinity``; orjson refuses those, so a body that has
+    them is read again with the standard library (the slow path, taken only then)."""
     try:
         return orjson.loads(data)
     except orjson.JSONDecodeError as exc:
-        raise InvalidInputError(f"{what} is not valid JSON: {exc}") from exc
+        error: Exception = exc
+    raw = bytes(data)
+    if b"NaN" in raw or b"Infinity" in raw:
+        try:
+            return json.loads(raw)
+        except (ValueError, RecursionError) as exc:  # JSONDecodeError, UnicodeDecodeError
+            error = exc
+    raise InvalidInputError(f"{what} is not valid JSON: {error}") from error
 
 
 def _request_id(value: object) -> str | None:

@@ -131,8 +131,9 @@ def _numbers_from_json(data: list[Any], datatype: Datatype, where: str) -> Array
     if datatype in _FLOATS:
         with np.errstate(over="ignore", invalid="ignore"):
             array = np.asarray(data, dtype=dtype)
-        # JSON numbers are finite: inf/nan here come from overflow, null or strings like "nan".
-        if not np.isfinite(array).all():
+        # inf/nan come from NaN/Infinity literals (Triton's JSON, Python's json.dumps), or from
+        # null, strings like "nan" and overflow: only the literals are kept.
+        if not np.isfinite(array).all() and not _literally_nonfinite(data, array):
             raise InvalidInputError(
                 f"{where}: data holds null, a non-number or a value out of range for "
                 f"{datatype.value}"
@@ -152,6 +153,19 @@ def _numbers_from_json(data: list[Any], datatype: Datatype, where: str) -> Array
             raise InvalidInputError(f"{where}: BOOL data must be true/false (or 0/1)")
         return array.view(np.bool_)
     return array
+
+
+def _literally_nonfinite(data: list[Any], array: Array) -> bool:
+    """Whether every non-finite element of ``array`` (made from the nested lists ``data``, so
+    of their shape) was a non-finite float in ``data``: a NaN/Infinity literal, not null, a
+    string or a finite number out of the datatype's range. Looks at those elements only."""
+    for index in np.argwhere(~np.isfinite(array)):
+        value: Any = data
+        for i in index:
+            value = value[i]
+        if type(value) is not float or math.isfinite(value):
+            return False
+    return True
 
 
 def _bytes_from_json(data: list[Any], infer_shape: bool, where: str) -> Array:

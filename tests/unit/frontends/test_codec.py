@@ -382,3 +382,45 @@ def test_array_from_json_infers_shape_when_none() -> None:
 def test_array_from_raw_checks_size() -> None:
     with pytest.raises(InvalidInputError, match="needs 8"):
         array_from_raw(b"\0" * 4, Datatype.INT64, (1,), "x")
+
+
+# ---- non-finite floats as Triton writes them ------------------------------------------------
+def _v2_body(datatype: str, data: str) -> bytes:
+    text = (
+        f'{{"inputs": [{{"name": "x", "datatype": "{datatype}", "shape": [3], "data": {data}}}]}}'
+    )
+    return text.encode()
+
+
+def test_nan_and_infinity_literals_are_read_like_triton_reads_them() -> None:
+    # tritonclient's HTTP client (Python's json.dumps) and Triton write NaN/Infinity literals.
+    got = decode_infer_request(_v2_body("FP32", "[NaN, Infinity, -Infinity]"), None, MAX)
+    x = got.inputs["x"]
+    assert x.dtype == np.float32 and np.isnan(x[0]) and x[1] == np.inf and x[2] == -np.inf
+    got = decode_infer_request(_v2_body("FP64", "[[1.5], [NaN], [2]]"), None, MAX)
+    assert np.isnan(got.inputs["x"][1])
+
+
+@pytest.mark.parametrize(
+    ("datatype", "data"),
+    [
+        ("FP32", "[null, 1, 2]"),  # null is not a number
+        ("FP32", '["nan", 1, 2]'),  # nor is a string, even with a NaN elsewhere below
+        ("FP32", '[NaN, "nan", 2]'),
+        ("FP32", "[NaN, 1e39, 2]"),  # out of FP32's range: not an infinity the client meant
+        ("INT32", "[NaN, 1, 2]"),
+        ("FP32", "[NaN, 1, 2"),  # still not JSON
+    ],
+)
+def test_other_non_numbers_stay_client_errors(datatype: str, data: str) -> None:
+    with pytest.raises(InvalidInputError):
+        decode_infer_request(_v2_body(datatype, data), None, MAX)
+
+
+def test_tritonclient_json_with_nan_decodes() -> None:
+    inp = httpclient.InferInput("x", [1, 2], "FP32")
+    inp.set_data_from_numpy(np.array([[np.nan, 1.0]], dtype=np.float32), binary_data=False)
+    body, header_length = httpclient.InferenceServerClient.generate_request_body([inp])
+    assert b"NaN" in body
+    got = decode_infer_request(body, header_length, MAX).inputs["x"]
+    assert np.isnan(got[0, 0]) and got[0, 1] == 1.0
