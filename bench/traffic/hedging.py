@@ -19,7 +19,6 @@ p99.9 and the share of requests over half the stall time are reported too.
 from __future__ import annotations
 
 import argparse
-import re
 import sys
 import tempfile
 import time
@@ -77,16 +76,16 @@ def hedge_counts(url: str) -> dict[str, int]:
     read from the server's /metrics."""
     import urllib.request
 
+    from prometheus_client.parser import text_string_to_metric_families
+
     with urllib.request.urlopen(f"{url}/metrics", timeout=10) as resp:
         text = resp.read().decode()
-    counts: dict[str, int] = {}
-    for line in text.splitlines():
-        found = re.match(r"modelyard_hedges_total\{(.*)\} ([0-9.e+]+)$", line)
-        if found and 'endpoint="hedged"' in found.group(1):
-            outcome = re.search(r'outcome="([^"]+)"', found.group(1))
-            if outcome:
-                counts[outcome.group(1)] = int(float(found.group(2)))
-    return counts
+    return {
+        sample.labels["outcome"]: int(sample.value)
+        for family in text_string_to_metric_families(text)
+        for sample in family.samples
+        if sample.name == "modelyard_hedges_total" and sample.labels.get("endpoint") == "hedged"
+    }
 
 
 def measure(

@@ -24,12 +24,14 @@ from hypothesis import strategies as st
 from tritonclient.grpc import service_pb2, service_pb2_grpc
 
 from modelyard.frontends.proto import grpc_service_pb2 as pb
+from modelyard.frontends.tensor_codec import join_bytes
 from modelyard.registry.endpoints import EndpointStore
 from modelyard.registry.registry import Registry
 from modelyard.types import Datatype
 from tests.serverproc import ServerProcess, start_server
+from tests.strategies import one_in
 from tests.testmodels import identity_model, linear_fp32_model, simple_model
-from tests.unit.frontends.test_codec_fuzz import json_values, one_in, scalars
+from tests.unit.frontends.test_codec_fuzz import json_values, scalars
 from tests.unit.frontends_grpc.test_codec_fuzz import infer_requests as grpc_infer_requests
 
 pytestmark = pytest.mark.integration
@@ -86,7 +88,7 @@ def _valid_values(datatype: str, count: int) -> st.SearchStrategy[list[Any]]:
 
 def _raw(datatype: str, values: list[Any]) -> bytes:
     if datatype == "BYTES":
-        return b"".join(len(v.encode()).to_bytes(4, "little") + v.encode() for v in values)
+        return join_bytes(v.encode() for v in values)
     return np.asarray(values, dtype=Datatype(datatype).numpy_dtype).tobytes()
 
 

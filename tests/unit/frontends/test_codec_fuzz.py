@@ -24,6 +24,7 @@ from modelyard.errors import (
 from modelyard.frontends.codec import decode_infer_request, encode_infer_response
 from modelyard.frontends.tensor_codec import join_bytes, parse_shape
 from modelyard.types import Datatype, InferRequest, InferResponse
+from tests.strategies import one_in
 
 MAX = 1 << 16
 FUZZ = settings(
@@ -59,11 +60,6 @@ datas = st.one_of(
     st.lists(st.lists(scalars, max_size=3), max_size=3),
     json_values,
 )
-
-
-def one_in(n: int) -> st.SearchStrategy[bool]:
-    """True once in ``n`` draws (hypothesis favours small integers, so not integers(0, n))."""
-    return st.sampled_from([False] * (n - 1) + [True])
 
 
 @st.composite

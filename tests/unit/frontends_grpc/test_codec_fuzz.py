@@ -26,6 +26,7 @@ from modelyard.errors import InvalidInputError, PayloadTooLargeError
 from modelyard.frontends import grpc_codec as codec
 from modelyard.frontends.proto import grpc_service_pb2 as pb
 from modelyard.types import Datatype, InferRequest
+from tests.strategies import weighted
 
 FUZZ = settings(max_examples=1000, deadline=None, derandomize=True, database=None)
 ROUND_TRIP = settings(max_examples=25, deadline=None, derandomize=True, database=None)
@@ -70,12 +71,6 @@ FIELD_ELEMENTS: dict[str, st.SearchStrategy[Any]] = {
     "bytes_contents": st.binary(max_size=6),
 }
 FIELDS = sorted(FIELD_ELEMENTS)
-
-
-def weighted(*choices: tuple[int, st.SearchStrategy[Any]]) -> st.SearchStrategy[Any]:
-    """One of the strategies, each drawn in proportion to its weight (shrinking to the first)."""
-    pool = [strategy for weight, strategy in choices for _ in range(weight)]
-    return st.sampled_from(pool).flatmap(lambda strategy: strategy)
 
 
 VALID_DATATYPES = [d.value for d in Datatype]

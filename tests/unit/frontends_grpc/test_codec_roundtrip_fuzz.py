@@ -22,6 +22,7 @@ from modelyard.errors import InferenceError
 from modelyard.frontends import grpc_codec as codec
 from modelyard.frontends.proto import grpc_service_pb2 as pb
 from modelyard.types import Array, Datatype, InferResponse
+from tests.strategies import weighted
 from tests.unit.frontends_grpc.test_codec_fuzz import (
     BIG_LIMIT,
     CONTENTS_FIELD,
@@ -30,7 +31,6 @@ from tests.unit.frontends_grpc.test_codec_fuzz import (
     ROUND_TRIP,
     UINT64_MAX,
     one_input,
-    weighted,
 )
 
 # ---- round trips ----------------------------------------------------------------------------
