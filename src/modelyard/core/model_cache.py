@@ -25,10 +25,8 @@ import logging
 import threading
 from collections import OrderedDict
 from collections.abc import AsyncIterator, Callable, Iterator
-from dataclasses import dataclass, field
-from types import TracebackType
-from typing import Any
 
+from modelyard.core.cache_entry import CacheEntry, Counters, Disposal, running_future
 from modelyard.core.cache_policy import (
     CacheEntryInfo,
     CacheKey,
@@ -55,52 +53,6 @@ from modelyard.runtime import Runtime
 __all__ = ["CacheEntryInfo", "CacheKey", "CacheState", "CacheStats", "Loader", "ModelCache"]
 
 log = logging.getLogger(__name__)
-
-
-"""Blocking: fetch the version's files, construct its runtime and call ``runtime.load()``."""
-
-
-@dataclass(slots=True, eq=False)
-class _Entry:
-    key: CacheKey
-    last_used: float
-    state: CacheState = CacheState.LOADING
-    future: concurrent.futures.Future[Runtime] = field(default_factory=lambda: _running_future())
-    runtime: Runtime | None = None
-    bytes: int = 0
-    in_flight: int = 0
-    load_seconds: float = 0.0
-    warmup_seconds: float = 0.0
-    cost_s: float = 0.0  # GDSF's C: the cheapest measured reload of this key
-    priority: float = 0.0  # GDSF's H, refreshed on every hit
-    loaded_at: float | None = None
-    error: BaseException | None = None
-    error_tb: TracebackType | None = None
-    failed_at: float = 0.0
-    unload_done: concurrent.futures.Future[None] | None = None
-
-
-def _running_future() -> concurrent.futures.Future[Any]:
-    # A RUNNING future cannot be cancelled: a waiter whose task is cancelled (wrap_future
-    # forwards cancellation) must not cancel the load that other callers wait on.
-    fut: concurrent.futures.Future[Any] = concurrent.futures.Future()
-    fut.set_running_or_notify_cancel()
-    return fut
-
-
-@dataclass(slots=True)
-class _Counters:  # the mutable part of CacheStats, guarded by the cache's lock
-    hits: int = 0
-    misses: int = 0
-    loads: int = 0
-    load_failures: int = 0
-    load_seconds_total: float = 0.0
-    evictions: int = 0
-    idle_unloads: int = 0
-    unloads: int = 0
-
-
-_Disposal = tuple[Runtime, "concurrent.futures.Future[None] | None"]
 
 
 class ModelCache:
@@ -148,12 +100,12 @@ class ModelCache:
         )
         self._lock = threading.Lock()
         # Insertion order is recency order (move_to_end on use): the LRU tie-break.
-        self._entries: OrderedDict[CacheKey, _Entry] = OrderedDict()
-        self._draining: dict[int, _Entry] = {}
+        self._entries: OrderedDict[CacheKey, CacheEntry] = OrderedDict()
+        self._draining: dict[int, CacheEntry] = {}
         self._pinned: set[CacheKey] = set()
         self._closed = False
         self._bytes = 0
-        self._n = _Counters()
+        self._n = Counters()
         #: Told about loads, load failures, evictions and unloads (outside the cache's lock).
         self.on_event = on_event
         self._events: list[CacheEvent] = []
@@ -196,7 +148,7 @@ class ModelCache:
 
     def _acquire(
         self, key: CacheKey, *, lease: bool, request: bool
-    ) -> tuple[_Entry, Runtime | None]:
+    ) -> tuple[CacheEntry, Runtime | None]:
         start = False
         with self._lock:
             if self._closed:
@@ -208,7 +160,7 @@ class ModelCache:
                     del self._entries[key]
                     entry = None
             if entry is None:
-                entry = self._entries[key] = _Entry(key, now)
+                entry = self._entries[key] = CacheEntry(key, now)
                 self._n.loads += 1
                 start = True
             elif entry.state is CacheState.READY:
@@ -232,8 +184,8 @@ class ModelCache:
             self._submit(self._run_load, entry, on_refused=self._refused)
         return entry, None
 
-    def _release(self, entry: _Entry) -> None:
-        disposals: list[_Disposal] = []
+    def _release(self, entry: CacheEntry) -> None:
+        disposals: list[Disposal] = []
         with self._lock:
             entry.in_flight -= 1
             if self._entries.get(entry.key) is entry and entry.state is CacheState.READY:
@@ -248,7 +200,7 @@ class ModelCache:
         self._emit()
 
     # ---- loading -----------------------------------------------------------------------------
-    def _run_load(self, entry: _Entry) -> None:
+    def _run_load(self, entry: CacheEntry) -> None:
         try:
             runtime, size, load_s, warm_s = build_runtime(
                 self._loader,
@@ -267,9 +219,9 @@ class ModelCache:
         self._finish(entry, runtime, size, load_s, warm_s)
 
     def _finish(
-        self, entry: _Entry, runtime: Runtime, size: int, load_s: float, warm_s: float
+        self, entry: CacheEntry, runtime: Runtime, size: int, load_s: float, warm_s: float
     ) -> None:
-        disposals: list[_Disposal] = []
+        disposals: list[Disposal] = []
         with self._lock:
             closed = self._closed
             if not closed:
@@ -293,7 +245,7 @@ class ModelCache:
         for victim, done in disposals:  # already on a worker thread: unload here
             self._dispose(victim, done)
 
-    def _fail(self, entry: _Entry, error: BaseException) -> None:
+    def _fail(self, entry: CacheEntry, error: BaseException) -> None:
         with self._lock:
             entry.state = CacheState.FAILED
             entry.error, entry.error_tb = error, error.__traceback__
@@ -303,17 +255,17 @@ class ModelCache:
         self._emit()
         entry.future.set_exception(error)
 
-    def _refused(self, entry: _Entry) -> None:
+    def _refused(self, entry: CacheEntry) -> None:
         self._fail(entry, UnavailableError(f"cannot load {entry.key}: the executor is shut down"))
 
     # ---- eviction and unloading --------------------------------------------------------------
-    def _price(self, entry: _Entry) -> None:
+    def _price(self, entry: CacheEntry) -> None:
         """Lock held. GDSF: the cost and priority of a just loaded entry."""
         entry.cost_s = self._history.load_cost(entry.key, entry.load_seconds + entry.warmup_seconds)
         frequency = self._history.frequency(entry.key)
         entry.priority = gdsf_priority(self._gdsf_clock, frequency, entry.cost_s, entry.bytes)
 
-    def _evict_over_budget(self, exclude: CacheKey | None) -> list[_Disposal]:
+    def _evict_over_budget(self, exclude: CacheKey | None) -> list[Disposal]:
         """Lock held. Pops the policy's victims until the budget holds (or nothing evictable
         is left)."""
         if self._bytes <= self._budget:
@@ -333,8 +285,8 @@ class ModelCache:
             if e.state is CacheState.READY and e.key != exclude
         ]
 
-    def _pop(self, keys: list[CacheKey], kind: str) -> list[_Disposal]:
-        disposals: list[_Disposal] = []
+    def _pop(self, keys: list[CacheKey], kind: str) -> list[Disposal]:
+        disposals: list[Disposal] = []
         for key in keys:
             entry = self._entries.pop(key)
             entry.state = CacheState.UNLOADING
@@ -359,7 +311,7 @@ class ModelCache:
             except Exception:
                 log.exception("model cache on_event failed for %s", event)
 
-    def _take(self, entry: _Entry) -> list[_Disposal]:
+    def _take(self, entry: CacheEntry) -> list[Disposal]:
         """Lock held. Claims the entry's runtime so exactly one caller unloads it."""
         self._draining.pop(id(entry), None)
         runtime, entry.runtime = entry.runtime, None
@@ -380,7 +332,7 @@ class ModelCache:
             if done is not None and not done.done():
                 done.set_result(None)
 
-    def _dispose_later(self, disposals: list[_Disposal]) -> None:
+    def _dispose_later(self, disposals: list[Disposal]) -> None:
         for runtime, done in disposals:
             self._submit(self._dispose, runtime, done, on_refused=None)
 
@@ -405,7 +357,7 @@ class ModelCache:
                 if entry.state is CacheState.READY:
                     del self._entries[key]
                     entry.state = CacheState.UNLOADING
-                    done = entry.unload_done = _running_future()
+                    done = entry.unload_done = running_future()
                     self._draining[id(entry)] = entry
                     self._n.unloads += 1
                     self._note("unload", key, size=entry.bytes)
@@ -500,7 +452,7 @@ class ModelCache:
                 for d in self._take(e)
             ]
             self._entries.clear()
-        disposals: list[_Disposal] = [(rt, done or _running_future()) for rt, done in taken]
+        disposals: list[Disposal] = [(rt, done or running_future()) for rt, done in taken]
         self._dispose_later(disposals)
         concurrent.futures.wait([done for _, done in disposals if done is not None])
         if self._owns_executor:
