@@ -15,6 +15,7 @@ from modelyard.core.dataplane import DataPlane
 from modelyard.core.model_cache import CacheKey, Loader, ModelCache
 from modelyard.core.observer import Observers
 from modelyard.core.serving import ServingDataPlane
+from modelyard.core.statistics import InferenceStatistics
 from modelyard.registry.registry import Registry
 from modelyard.runtime import Runtime, RuntimeOptions
 from modelyard.settings import Settings
@@ -112,7 +113,10 @@ def build_app(settings: Settings, *, clock: Clock = SYSTEM_CLOCK, features: bool
         failure_ttl_s=settings.load_failure_ttl_s,
         clock=clock,
     )
-    observers = Observers()
+    # Per-version statistics (Triton's statistics extension) are part of the protocol, not a
+    # feature: always observed, first.
+    statistics = InferenceStatistics(clock)
+    observers = Observers([statistics])
     serving = ServingDataPlane(
         registry,
         cache,
@@ -122,6 +126,7 @@ def build_app(settings: Settings, *, clock: Clock = SYSTEM_CLOCK, features: bool
         max_tensor_elements=settings.max_tensor_elements,
         clock=clock,
         observer=observers,
+        statistics=statistics,
     )
     app = App(
         settings=settings,

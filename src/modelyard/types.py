@@ -192,3 +192,72 @@ class RepositoryEntry:
     version: str
     state: str  # READY | UNAVAILABLE | LOADING | UNLOADING
     reason: str = ""
+
+
+@dataclass(slots=True, frozen=True)
+class ConfigTensor:
+    """One input or output in a model configuration (Triton's ``ModelInput`` / ``ModelOutput``).
+
+    ``dims`` leaves out the batch dimension when the configuration's ``max_batch_size`` is > 0.
+    A tensor of one value per row has ``dims == (1,)`` and ``reshape == ()``: the shape the model
+    itself sees.
+    """
+
+    name: str
+    datatype: Datatype
+    dims: tuple[int, ...]
+    reshape: tuple[int, ...] | None = None
+
+
+@dataclass(slots=True, frozen=True)
+class ModelConfig:
+    """What a served version is, in the terms of Triton's model configuration."""
+
+    name: str
+    version: str  # the version described (the one the request resolved to)
+    platform: str
+    backend: str
+    max_batch_size: int  # 0: no dynamic batching, and dims are full shapes
+    inputs: tuple[ConfigTensor, ...]
+    outputs: tuple[ConfigTensor, ...]
+    max_queue_delay_us: int | None  # the dynamic batcher's wait; None when it does not batch
+    instance_count: int  # how many predictions of this version may run at once
+    parameters: dict[str, str] = field(default_factory=dict)
+
+
+@dataclass(slots=True, frozen=True)
+class StatDuration:
+    """How many times something happened and its cumulative duration in nanoseconds."""
+
+    count: int = 0
+    ns: int = 0
+
+
+@dataclass(slots=True, frozen=True)
+class BatchStatistics:
+    """Model executions of one batch size (rows)."""
+
+    batch_size: int
+    compute_input: StatDuration
+    compute_infer: StatDuration
+    compute_output: StatDuration
+
+
+@dataclass(slots=True, frozen=True)
+class ModelStatistics:
+    """One version's counts since this process started (Triton's statistics extension)."""
+
+    name: str
+    version: str
+    last_inference_ms: int = 0  # wall clock, milliseconds since the epoch; 0 = never
+    inference_count: int = 0  # rows of successful requests
+    execution_count: int = 0  # successful model executions (one per batch)
+    success: StatDuration = StatDuration()
+    fail: StatDuration = StatDuration()
+    queue: StatDuration = StatDuration()
+    compute_input: StatDuration = StatDuration()
+    compute_infer: StatDuration = StatDuration()
+    compute_output: StatDuration = StatDuration()
+    cache_hit: StatDuration = StatDuration()
+    cache_miss: StatDuration = StatDuration()
+    batch_stats: tuple[BatchStatistics, ...] = ()

@@ -183,6 +183,11 @@ def other_calls(draw: st.DrawFn) -> tuple[str, str, bytes]:
                 f"/v2/models/{model}",
                 f"/v2/models/{model}/ready",
                 f"/v2/models/{model}/versions/1",
+                f"/v2/models/{model}/config",
+                f"/v2/models/{model}/versions/x/config",
+                f"/v2/models/{model}/stats",
+                f"/v2/models/{model}/versions/{'9' * 30}/stats",
+                "/v2/models/stats",
                 f"/v2/repository/models/{model}/load",
                 f"/v2/repository/models/{model}/unload",
                 "/v2/repository/index",
@@ -288,6 +293,25 @@ def test_hostile_grpc_calls_get_client_errors_not_server_errors(
         assert exc.code() not in SERVER_FAILURES, (exc.code(), exc.details(), msg)
         assert time.monotonic() - started < CLIENT_TIMEOUT_S * 0.9, ("no answer (hung)", msg)
         assert exc.details(), msg
+
+
+@pytest.mark.parametrize("name", ["", "nosuch", "ep", "a" * 300, "%2e%2e", "x\x00", "stats"])
+@pytest.mark.parametrize("version", ["", "1", "x", "-1", "9" * 30])
+def test_hostile_grpc_config_and_statistics_calls_get_client_errors(
+    stub: service_pb2_grpc.GRPCInferenceServiceStub, name: str, version: str
+) -> None:
+    calls = [
+        lambda: stub.ModelConfig(service_pb2.ModelConfigRequest(name=name, version=version)),
+        lambda: stub.ModelStatistics(
+            service_pb2.ModelStatisticsRequest(name=name, version=version)
+        ),
+    ]
+    for call in calls:
+        try:
+            call()
+        except grpc.RpcError as exc:
+            assert exc.code() not in SERVER_FAILURES, (exc.code(), exc.details(), name, version)
+            assert exc.details()
 
 
 def test_the_server_is_still_healthy_and_correct_after_the_fuzzing(

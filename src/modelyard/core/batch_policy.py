@@ -7,7 +7,7 @@ what they say. Tested with tables of cases.
 
 from __future__ import annotations
 
-from collections.abc import Hashable, Sequence
+from collections.abc import Hashable, Iterable, Sequence
 from dataclasses import dataclass
 
 
@@ -19,6 +19,12 @@ class BatchConfig:
     max_wait_s: float = 0.0
     max_concurrent_batches: int = 1
     max_queue_rows: int = 4096
+
+
+def batching_enabled(max_batch_size: int, input_shapes: Iterable[Sequence[int]]) -> bool:
+    """Whether a version gets a dynamic batcher: its hints allow more than one row per batch
+    and every input has a variable first dimension (the rows that batches are merged along)."""
+    return max_batch_size > 1 and all(shape and shape[0] == -1 for shape in input_shapes)
 
 
 @dataclass(frozen=True, slots=True)

@@ -210,6 +210,7 @@ class Batcher:
     async def _run(self, batch: list[_Pending]) -> None:
         loop = asyncio.get_running_loop()
         started = self._clock.monotonic()
+        failed = True  # until every request has its part
         try:
             merged = _merge(batch)
             # copy_context: predict sees the request's contextvars (e.g. its trace span).
@@ -225,6 +226,7 @@ class Batcher:
                 if not p.future.done():
                     p.future.set_exception(err)
         else:
+            failed = False
             for p, part in zip(batch, parts, strict=True):
                 if not p.future.done():
                     p.future.set_result(part)
@@ -239,7 +241,7 @@ class Batcher:
             self._in_flight -= 1
             self._maybe_flush()
             if self._on_batch is not None:
-                self._report(self._on_batch, batch, rows, started, elapsed)
+                self._report(self._on_batch, batch, rows, started, elapsed, failed)
 
     def _report(
         self,
@@ -248,10 +250,14 @@ class Batcher:
         rows: int,
         started: float,
         elapsed: float,
+        failed: bool,
     ) -> None:
-        waited = started - min(p.enqueued_at for p in batch)
+        waits = [started - p.enqueued_at for p in batch]
+        event = BatchEvent(
+            *self._labels, rows, len(batch), max(waits), elapsed, sum(waits), failed=failed
+        )
         try:
-            on_batch(BatchEvent(*self._labels, rows, len(batch), waited, elapsed))
+            on_batch(event)
         except Exception:
             log.exception("on_batch failed for %s", self._name)
 

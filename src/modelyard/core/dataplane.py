@@ -10,7 +10,9 @@ from __future__ import annotations
 from modelyard.types import (
     InferRequest,
     InferResponse,
+    ModelConfig,
     ModelMetadata,
+    ModelStatistics,
     RepositoryEntry,
     RequestContext,
     ServerMetadata,
@@ -31,6 +33,19 @@ class DataPlane:
         raise NotImplementedError
 
     async def model_ready(self, name: str, version: str | None = None) -> bool:
+        raise NotImplementedError
+
+    async def model_config(self, name: str, version: str | None = None) -> ModelConfig:
+        """The configuration of the version ``name`` (and ``version``) resolves to, derived from
+        its manifest. Unknown names and versions raise ModelNotFoundError, as metadata does."""
+        raise NotImplementedError
+
+    async def model_statistics(
+        self, name: str | None = None, version: str | None = None
+    ) -> list[ModelStatistics]:
+        """Counts of this process since it started: of one version; of a model's versions (at
+        least the one it would serve, zeros when unused) when ``version`` is None; of every
+        model when ``name`` is None too."""
         raise NotImplementedError
 
     async def infer(

@@ -14,6 +14,12 @@ from modelyard.types import InferRequest, InferResponse, RequestContext
 
 log = logging.getLogger("modelyard.observer")
 
+#: ``InferEvent.code`` of a call cancelled before it finished (e.g. the losing copy of a hedged
+#: request): neither a success nor a failure.
+CANCELLED = "CANCELLED"
+#: ``InferEvent.route`` of a shadow copy, which runs in the shadow helper process.
+SHADOW_ROUTE = "shadow"
+
 
 @dataclass(frozen=True, slots=True)
 class InferEvent:
@@ -32,12 +38,17 @@ class InferEvent:
 
 @dataclass(frozen=True, slots=True)
 class BatchEvent:
+    """One model execution (``predict`` call) of ``requests`` requests merged into ``rows``."""
+
     model: str
     version: str
     rows: int
     requests: int
     queue_wait_s: float  # oldest request's wait before the batch started
     infer_s: float
+    #: The waits of all ``requests`` added up (None: unknown, take ``queue_wait_s`` for each).
+    queue_wait_total_s: float | None = None
+    failed: bool = False  # predict raised: every request of the batch got the error
 
 
 @dataclass(frozen=True, slots=True)

@@ -15,17 +15,20 @@ from collections.abc import Callable
 from typing import Any
 
 from modelyard import __version__
-from modelyard.core.batch_policy import BatchConfig, ewma, run_inline
+from modelyard.core.batch_policy import BatchConfig, batching_enabled, ewma, run_inline
 from modelyard.core.batcher import Batcher
 from modelyard.core.clock import SYSTEM_CLOCK, Clock
 from modelyard.core.dataplane import DataPlane
 from modelyard.core.model_cache import CacheEntryInfo, CacheKey, ModelCache
+from modelyard.core.model_config import derive_model_config
 from modelyard.core.observer import BatchEvent, InferEvent, Observer, Observers
 from modelyard.core.resolver import Resolver
+from modelyard.core.statistics import InferenceStatistics
 from modelyard.core.validation import encode_bytes_outputs, select_outputs, validate_inputs
 from modelyard.errors import (
     DeadlineExceededError,
     InferenceError,
+    InvalidInputError,
     ModelNotFoundError,
     ModelYardError,
     UnavailableError,
@@ -37,7 +40,9 @@ from modelyard.types import (
     Array,
     InferRequest,
     InferResponse,
+    ModelConfig,
     ModelMetadata,
+    ModelStatistics,
     RepositoryEntry,
     RequestContext,
     ServerMetadata,
@@ -45,7 +50,14 @@ from modelyard.types import (
 
 log = logging.getLogger("modelyard.dataplane")
 
-EXTENSIONS = ("model_repository", "binary_tensor_data", "schedule_policy", "parameters")
+EXTENSIONS = (
+    "model_repository",
+    "model_configuration",
+    "statistics",
+    "binary_tensor_data",
+    "schedule_policy",
+    "parameters",
+)
 
 
 class ServingDataPlane(DataPlane):
@@ -63,12 +75,17 @@ class ServingDataPlane(DataPlane):
         runtime_class: Callable[[str], type[Runtime]] | None = None,
         observer: Observer | None = None,
         inline_predict_s: float = 0.0,
+        statistics: InferenceStatistics | None = None,
     ) -> None:
+        """``statistics`` answers :meth:`model_statistics` and must receive this dataplane's
+        events: :func:`~modelyard.app.build_app` passes one that is among ``observer``'s. When
+        None, a fresh one is fed next to ``observer``."""
         self.registry = registry
         self.cache = cache
         self.resolver = Resolver(registry, ttl_s=resolve_ttl_s, clock=clock)
         self._clock = clock
         self._max_elements = max_tensor_elements
+        self._threads = inference_threads
         self._executor = concurrent.futures.ThreadPoolExecutor(
             max_workers=inference_threads, thread_name_prefix="modelyard-infer"
         )
@@ -83,6 +100,10 @@ class ServingDataPlane(DataPlane):
         self._unloaded: set[str] = set()
         self._batchers: dict[CacheKey, tuple[Runtime, Batcher]] = {}
         self.observer: Observer = observer if observer is not None else Observers()
+        if statistics is None:
+            statistics = InferenceStatistics(clock)
+            self.observer = Observers([self.observer, statistics])
+        self.statistics = statistics
         # Recent predict duration per loaded runtime (weak: forgotten when the cache drops it).
         self._recent: weakref.WeakKeyDictionary[Runtime, float] = weakref.WeakKeyDictionary()
         self._inline_s = inline_predict_s
@@ -134,6 +155,36 @@ class ServingDataPlane(DataPlane):
             outputs=sig.outputs,
             parameters=params,
         )
+
+    async def model_config(self, name: str, version: str | None = None) -> ModelConfig:
+        mv = await self.resolver.resolve(name, version)
+        return derive_model_config(name, str(mv.version), mv.manifest, instance_count=self._threads)
+
+    async def model_statistics(
+        self, name: str | None = None, version: str | None = None
+    ) -> list[ModelStatistics]:
+        """This process's counts: of one version, of a model's versions (the one it would
+        serve and every one with counts), or of every model in the registry (``name`` None)."""
+        if name is None:
+            if version is not None:
+                raise InvalidInputError("statistics of a version need the model name")
+            out: list[ModelStatistics] = []
+            for info in await asyncio.to_thread(self.registry.list_models):
+                if info.latest_version is not None:
+                    try:
+                        out.extend(await self._statistics_of(info.name))
+                    except ModelNotFoundError:  # deleted since it was listed
+                        continue
+            return out
+        if version is not None:
+            mv = await self.resolver.resolve(name, version)
+            return [self.statistics.get(name, str(mv.version))]
+        return await self._statistics_of(name)
+
+    async def _statistics_of(self, name: str) -> list[ModelStatistics]:
+        served = str((await self.resolver.resolve(name, None)).version)
+        versions = sorted({served, *self.statistics.versions(name)}, key=int)
+        return [self.statistics.get(name, v) for v in versions]
 
     def _cold_start_of(self, entry: CacheEntryInfo | None) -> dict[str, float]:
         if self.cold_start is None or entry is None or entry.state != "READY":
@@ -266,15 +317,21 @@ class ServingDataPlane(DataPlane):
     ) -> dict[str, Array]:
         """On an inference thread: one ``predict``, reported to the observer as a batch."""
         started = self._clock.monotonic()
+        failed = True
         try:
             with tracing.start_span(tracing.SPAN_RUNTIME, attributes={"modelyard.model": mv.ref}):
-                return runtime.predict(inputs)
+                outputs = runtime.predict(inputs)
+            failed = False
+            return outputs
         finally:
             first = next(iter(inputs.values()), None)
             rows = first.shape[0] if first is not None and first.ndim else 1
             elapsed = self._clock.monotonic() - started
             self._recent[runtime] = ewma(self._recent.get(runtime), elapsed)
-            event = BatchEvent(mv.model, str(mv.version), rows, 1, started - enqueued, elapsed)
+            waited = started - enqueued
+            event = BatchEvent(
+                mv.model, str(mv.version), rows, 1, waited, elapsed, waited, failed=failed
+            )
             self.observer.on_batch(event)
 
     async def _prediction(
@@ -299,9 +356,9 @@ class ServingDataPlane(DataPlane):
         """The version's batcher when its manifest allows batching (max_batch_size > 1 and a
         variable first dim on every input); one per loaded runtime instance."""
         hints = mv.manifest.batching
-        if hints.max_batch_size <= 1:
-            return None
-        if not all(s.shape and s.shape[0] == -1 for s in mv.manifest.signature.inputs):
+        if not batching_enabled(
+            hints.max_batch_size, (s.shape for s in mv.manifest.signature.inputs)
+        ):
             return None
         key = CacheKey(mv.model, mv.version)
         known = self._batchers.get(key)

@@ -19,13 +19,23 @@ from modelyard.frontends.tensor_codec import (
     BINARY_DATA_SIZE,
     array_from_json,
     array_from_raw,
+    config_datatype,
     json_ready,
     parse_datatype,
     parse_shape,
     raw_from_array,
     strings_from_array,
 )
-from modelyard.types import Array, Datatype, InferRequest, InferResponse
+from modelyard.types import (
+    Array,
+    ConfigTensor,
+    Datatype,
+    InferRequest,
+    InferResponse,
+    ModelConfig,
+    ModelStatistics,
+    StatDuration,
+)
 
 __all__ = [
     "BINARY_DATA",
@@ -37,9 +47,11 @@ __all__ = [
     "encode_infer_response",
     "json_ready",
     "load_json",
+    "model_config_doc",
     "parse_datatype",
     "parse_shape",
     "raw_from_array",
+    "statistics_doc",
     "strings_from_array",
     "wants_binary",
 ]
@@ -244,3 +256,73 @@ def encode_infer_response(
     if not buffers:
         return header, None
     return b"".join([header, *buffers]), len(header)
+
+
+# ---- model configuration and statistics -------------------------------------------------------
+def model_config_doc(config: ModelConfig) -> dict[str, Any]:
+    """The JSON of ``GET /v2/models/{m}/config``: Triton's ``ModelConfig`` field names and enum
+    names (``TYPE_FP32``, ``KIND_CPU``), numbers as numbers."""
+    doc: dict[str, Any] = {
+        "name": config.name,
+        "platform": config.platform,
+        "backend": config.backend,
+        "max_batch_size": config.max_batch_size,
+        "input": [_config_tensor_doc(t) for t in config.inputs],
+        "output": [_config_tensor_doc(t) for t in config.outputs],
+        "instance_group": [
+            {"name": config.name, "kind": "KIND_CPU", "count": config.instance_count}
+        ],
+    }
+    if config.max_queue_delay_us is not None:
+        doc["dynamic_batching"] = {"max_queue_delay_microseconds": config.max_queue_delay_us}
+    doc["parameters"] = {k: {"string_value": v} for k, v in config.parameters.items()}
+    return doc
+
+
+def _config_tensor_doc(tensor: ConfigTensor) -> dict[str, Any]:
+    doc: dict[str, Any] = {
+        "name": tensor.name,
+        "data_type": config_datatype(tensor.datatype),
+        "dims": list(tensor.dims),
+    }
+    if tensor.reshape is not None:
+        doc["reshape"] = {"shape": list(tensor.reshape)}
+    return doc
+
+
+def statistics_doc(stats: list[ModelStatistics]) -> dict[str, Any]:
+    """The JSON of ``GET /v2/models[/{m}[/versions/{v}]]/stats`` (the statistics extension)."""
+    return {"model_stats": [_model_stats_doc(s) for s in stats]}
+
+
+def _model_stats_doc(stats: ModelStatistics) -> dict[str, Any]:
+    return {
+        "name": stats.name,
+        "version": stats.version,
+        "last_inference": stats.last_inference_ms,
+        "inference_count": stats.inference_count,
+        "execution_count": stats.execution_count,
+        "inference_stats": {
+            "success": _duration(stats.success),
+            "fail": _duration(stats.fail),
+            "queue": _duration(stats.queue),
+            "compute_input": _duration(stats.compute_input),
+            "compute_infer": _duration(stats.compute_infer),
+            "compute_output": _duration(stats.compute_output),
+            "cache_hit": _duration(stats.cache_hit),
+            "cache_miss": _duration(stats.cache_miss),
+        },
+        "batch_stats": [
+            {
+                "batch_size": b.batch_size,
+                "compute_input": _duration(b.compute_input),
+                "compute_infer": _duration(b.compute_infer),
+                "compute_output": _duration(b.compute_output),
+            }
+            for b in stats.batch_stats
+        ],
+    }
+
+
+def _duration(value: StatDuration) -> dict[str, int]:
+    return {"count": value.count, "ns": value.ns}

@@ -2,9 +2,8 @@
 
 Wire-compatible with Triton's service, so the official ``tritonclient.grpc`` client works
 unchanged. Each handler decodes the protobuf request, calls the :class:`DataPlane`, encodes the
-result and maps :class:`ModelYardError` codes to gRPC status codes (``grpc_errors``). ModelConfig
-and ModelStatistics answer UNIMPLEMENTED; Triton's shared-memory, trace and log RPCs are not
-registered, which gRPC also reports as UNIMPLEMENTED.
+result and maps :class:`ModelYardError` codes to gRPC status codes (``grpc_errors``). Triton's
+shared-memory, trace and log RPCs are not registered, which gRPC reports as UNIMPLEMENTED.
 
 Usage (the composition root owns the lifecycle)::
 
@@ -139,18 +138,18 @@ class GrpcInferenceService:
     async def model_config(
         self, request: pb.ModelConfigRequest, context: Ctx
     ) -> pb.ModelConfigResponse:
-        await context.abort(
-            grpc.StatusCode.UNIMPLEMENTED,
-            "ModelConfig is not supported by ModelYard; use ModelMetadata",
-        )
+        name = _require_name(request.name, "name")
+        config = await self._dataplane.model_config(name, request.version or None)
+        return codec.encode_model_config(config)
 
     async def model_statistics(
         self, request: pb.ModelStatisticsRequest, context: Ctx
     ) -> pb.ModelStatisticsResponse:
-        await context.abort(
-            grpc.StatusCode.UNIMPLEMENTED,
-            "ModelStatistics is not supported by ModelYard; see the Prometheus metrics",
+        """An empty name asks for every model (then the version must be empty too)."""
+        stats = await self._dataplane.model_statistics(
+            request.name or None, request.version or None
         )
+        return codec.encode_model_statistics(stats)
 
     # ---- inference --------------------------------------------------------------------------
     async def model_infer(

@@ -19,14 +19,23 @@ import orjson
 
 from modelyard.errors import InferenceError, InvalidInputError
 from modelyard.frontends.proto import grpc_service_pb2 as pb
-from modelyard.frontends.tensor_codec import check_shape, join_bytes, split_bytes
+from modelyard.frontends.tensor_codec import (
+    check_shape,
+    config_datatype,
+    join_bytes,
+    split_bytes,
+)
 from modelyard.types import (
     Array,
+    ConfigTensor,
     Datatype,
     InferRequest,
     InferResponse,
+    ModelConfig,
     ModelMetadata,
+    ModelStatistics,
     RepositoryEntry,
+    StatDuration,
     TensorSpec,
 )
 
@@ -319,3 +328,76 @@ def encode_repository_index(entries: Iterable[RepositoryEntry]) -> pb.Repository
             for e in entries
         ]
     )
+
+
+# ---- model configuration and statistics -------------------------------------------------------
+def encode_model_config(config: ModelConfig) -> pb.ModelConfigResponse:
+    """The configuration as Triton's ``ModelConfig`` message (the subset our proto declares)."""
+    message = pb.ModelConfig(
+        name=config.name,
+        platform=config.platform,
+        backend=config.backend,
+        max_batch_size=config.max_batch_size,
+        input=[pb.ModelInput(**_config_tensor(t)) for t in config.inputs],
+        output=[pb.ModelOutput(**_config_tensor(t)) for t in config.outputs],
+        instance_group=[
+            pb.ModelInstanceGroup(
+                name=config.name,
+                kind=pb.ModelInstanceGroup.KIND_CPU,
+                count=config.instance_count,
+            )
+        ],
+    )
+    if config.max_queue_delay_us is not None:
+        message.dynamic_batching.max_queue_delay_microseconds = config.max_queue_delay_us
+    for key, value in config.parameters.items():
+        message.parameters[key].string_value = value
+    return pb.ModelConfigResponse(config=message)
+
+
+def _config_tensor(tensor: ConfigTensor) -> dict[str, Any]:
+    fields: dict[str, Any] = {
+        "name": tensor.name,
+        "data_type": pb.DataType.Value(config_datatype(tensor.datatype)),
+        "dims": list(tensor.dims),
+    }
+    if tensor.reshape is not None:
+        fields["reshape"] = pb.ModelTensorReshape(shape=list(tensor.reshape))
+    return fields
+
+
+def encode_model_statistics(stats: Iterable[ModelStatistics]) -> pb.ModelStatisticsResponse:
+    return pb.ModelStatisticsResponse(model_stats=[_model_stats(s) for s in stats])
+
+
+def _model_stats(stats: ModelStatistics) -> pb.ModelStatistics:
+    return pb.ModelStatistics(
+        name=stats.name,
+        version=stats.version,
+        last_inference=stats.last_inference_ms,
+        inference_count=stats.inference_count,
+        execution_count=stats.execution_count,
+        inference_stats=pb.InferStatistics(
+            success=_duration(stats.success),
+            fail=_duration(stats.fail),
+            queue=_duration(stats.queue),
+            compute_input=_duration(stats.compute_input),
+            compute_infer=_duration(stats.compute_infer),
+            compute_output=_duration(stats.compute_output),
+            cache_hit=_duration(stats.cache_hit),
+            cache_miss=_duration(stats.cache_miss),
+        ),
+        batch_stats=[
+            pb.InferBatchStatistics(
+                batch_size=b.batch_size,
+                compute_input=_duration(b.compute_input),
+                compute_infer=_duration(b.compute_infer),
+                compute_output=_duration(b.compute_output),
+            )
+            for b in stats.batch_stats
+        ],
+    )
+
+
+def _duration(value: StatDuration) -> pb.StatisticDuration:
+    return pb.StatisticDuration(count=value.count, ns=value.ns)

@@ -1,9 +1,15 @@
 """The REST frontend: Open Inference Protocol V2 (KServe V2) over HTTP, as a raw ASGI app.
 
 Endpoints: ``GET /v2/health/live``, ``/v2/health/ready``, ``/v2``, ``/v2/models/{m}[/versions/{v}]``
-and ``.../ready``; ``POST .../infer`` (JSON or the binary tensor data extension); the repository
-extension (``POST /v2/repository/index``, ``/v2/repository/models/{m}/load``, ``.../unload``);
-KServe V1 (``GET /v1/models``, ``GET /v1/models/{m}``, ``POST /v1/models/{m}:predict``).
+and ``.../ready``, ``.../config`` (model configuration); ``POST .../infer`` (JSON or the binary
+tensor data extension); the statistics extension (``GET /v2/models[/{m}[/versions/{v}]]/stats``);
+the repository extension (``POST /v2/repository/index``, ``/v2/repository/models/{m}/load``,
+``.../unload``); KServe V1 (``GET /v1/models``, ``GET /v1/models/{m}``,
+``POST /v1/models/{m}:predict``).
+
+``GET /v2/models/stats`` is the statistics of every model, as in Triton, so the metadata of a
+model literally named ``stats`` is read through ``/v2/models/stats/versions/{v}`` (its inference,
+readiness, configuration and ``/v2/models/stats/stats`` are unaffected).
 
 No web framework: one precompiled router (a dict for static paths, literal segment compares for
 the rest), orjson, and the codec's vectorised tensor decoding keep the per-request overhead small.
@@ -46,7 +52,13 @@ from modelyard.frontends.asgi import (
     read_body,
     send_response,
 )
-from modelyard.frontends.codec import decode_infer_request, encode_infer_response, load_json
+from modelyard.frontends.codec import (
+    decode_infer_request,
+    encode_infer_response,
+    load_json,
+    model_config_doc,
+    statistics_doc,
+)
 from modelyard.frontends.http_errors import HEALTH_FALSE_STATUS, error_response
 from modelyard.monitoring import tracing
 from modelyard.settings import Settings
@@ -119,6 +131,12 @@ class RestApp:
             Route(get, "/v2/models/{model}/versions/{version}", self._model_metadata),
             Route(get, "/v2/models/{model}/ready", self._model_ready),
             Route(get, "/v2/models/{model}/versions/{version}/ready", self._model_ready),
+            Route(get, "/v2/models/{model}/config", self._model_config),
+            Route(get, "/v2/models/{model}/versions/{version}/config", self._model_config),
+            # A static path: the router tries it before the /v2/models/{model} pattern.
+            Route(get, "/v2/models/stats", self._model_statistics),
+            Route(get, "/v2/models/{model}/stats", self._model_statistics),
+            Route(get, "/v2/models/{model}/versions/{version}/stats", self._model_statistics),
             Route(post, "/v2/models/{model}/infer", self._infer),
             Route(post, "/v2/models/{model}/versions/{version}/infer", self._infer),
             Route(post, "/v2/repository/index", self._repository_index),
@@ -206,6 +224,16 @@ class RestApp:
         params = req.params
         meta = await self._dataplane.model_metadata(params["model"], params.get("version"))
         return HttpResponse.json(_metadata_doc(meta))
+
+    async def _model_config(self, req: HttpRequest) -> HttpResponse:
+        params = req.params
+        config = await self._dataplane.model_config(params["model"], params.get("version"))
+        return HttpResponse.json(model_config_doc(config))
+
+    async def _model_statistics(self, req: HttpRequest) -> HttpResponse:
+        params = req.params
+        stats = await self._dataplane.model_statistics(params.get("model"), params.get("version"))
+        return HttpResponse.json(statistics_doc(stats))
 
     # ---- inference ----------------------------------------------------------------------------
     async def _infer(self, req: HttpRequest) -> HttpResponse:

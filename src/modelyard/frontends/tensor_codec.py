@@ -52,6 +52,12 @@ def parse_datatype(value: object, where: str) -> Datatype:
     return datatype
 
 
+def config_datatype(datatype: Datatype) -> str:
+    """A datatype's name in a model configuration (Triton's ``DataType`` enum): ``TYPE_`` and the
+    V2 name, except BYTES, which Triton's configuration calls ``TYPE_STRING``."""
+    return "TYPE_STRING" if datatype is Datatype.BYTES else f"TYPE_{datatype.value}"
+
+
 def parse_shape(value: object, where: str, max_elements: int) -> tuple[tuple[int, ...], int]:
     """A wire ``shape`` as a tuple plus its element count, within ``max_elements``."""
     if not isinstance(value, list) or not all(

@@ -38,7 +38,9 @@ from modelyard.traffic.state import RolloutView
 from modelyard.types import (
     InferRequest,
     InferResponse,
+    ModelConfig,
     ModelMetadata,
+    ModelStatistics,
     RepositoryEntry,
     RequestContext,
     ServerMetadata,
@@ -67,6 +69,7 @@ class TrafficDataPlane(DataPlane):
         tables: MaterializedTables | None = None,
     ) -> None:
         self.inner = inner
+        self._resolve = resolve
         self.rollout_view = rollout_view
         self.shadows = shadows
         self._responder = Responder(
@@ -146,6 +149,30 @@ class TrafficDataPlane(DataPlane):
             "route": route.name,
         }
         return dataclasses.replace(meta, name=name, parameters=params)
+
+    async def model_config(self, name: str, version: str | None = None) -> ModelConfig:
+        """An endpoint answers with its primary route's version's configuration, under its own
+        name, like its metadata (parameters ``endpoint``, ``model``, ``route``)."""
+        ep = self._endpoints.get(name)
+        if ep is None or version is not None:
+            return await self.inner.model_config(name, version)
+        route = ep.primary
+        config = await self.inner.model_config(route.model, version_ref(route.version))
+        params = {**config.parameters, "endpoint": name, "model": route.model, "route": route.name}
+        return dataclasses.replace(config, name=name, parameters=params)
+
+    async def model_statistics(
+        self, name: str | None = None, version: str | None = None
+    ) -> list[ModelStatistics]:
+        """An endpoint answers with the counts of its primary route's version, under its own
+        name (the version's counts, whether requests came through the endpoint or not)."""
+        ep = None if name is None else self._endpoints.get(name)
+        if ep is None or version is not None:
+            return await self.inner.model_statistics(name, version)
+        route = ep.primary
+        served = await self._resolve(route.model, version_ref(route.version))
+        found = await self.inner.model_statistics(route.model, served)
+        return [dataclasses.replace(stats, name=ep.name) for stats in found]
 
     async def model_ready(self, name: str, version: str | None = None) -> bool:
         ep = self._endpoints.get(name)

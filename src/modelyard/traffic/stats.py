@@ -27,16 +27,16 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from modelyard.core.clock import SYSTEM_CLOCK, Clock
+from modelyard.core.observer import CANCELLED as CANCELLED
+from modelyard.core.observer import SHADOW_ROUTE as SHADOW_ROUTE
 from modelyard.core.observer import InferEvent, Observer
 from modelyard.errors import InvalidInputError
 from modelyard.settings import Settings
 
-#: Route label of shadow calls in stats (and in their RequestContext).
-SHADOW_ROUTE = "shadow"
+# SHADOW_ROUTE (route label of shadow calls) and CANCELLED (the code of a call cancelled before
+# it finished) are the core's (core/observer.py), re-exported above for traffic and dashboard.
 #: Route label of endpoint-level counts that belong to no route (fallbacks without one).
 ENDPOINT_ROUTE = "*"
-#: The code the serving core reports for a call cancelled before it finished.
-CANCELLED = "CANCELLED"
 #: Error codes that count against a version (client mistakes such as INVALID_ARGUMENT do not).
 FAILURE_CODES = frozenset({"INTERNAL", "UNAVAILABLE", "DEADLINE_EXCEEDED"})
 

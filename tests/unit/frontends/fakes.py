@@ -17,10 +17,13 @@ from modelyard.core.dataplane import DataPlane
 from modelyard.errors import InvalidInputError, ModelNotFoundError
 from modelyard.types import (
     Array,
+    ConfigTensor,
     Datatype,
     InferRequest,
     InferResponse,
+    ModelConfig,
     ModelMetadata,
+    ModelStatistics,
     RepositoryEntry,
     RequestContext,
     ServerMetadata,
@@ -78,6 +81,8 @@ class FakeDataPlane(DataPlane):
         self.fail_with: BaseException | None = None
         self.calls: list[tuple[str, str | None, InferRequest, RequestContext]] = []
         self.outputs_override: dict[str, Array] | None = None
+        #: (name, version) of every model_statistics call.
+        self.stats_calls: list[tuple[str | None, str | None]] = []
 
     def live(self) -> bool:
         return self.is_live
@@ -103,6 +108,27 @@ class FakeDataPlane(DataPlane):
     async def model_ready(self, name: str, version: str | None = None) -> bool:
         self._model(name, version)
         return name in self.loaded
+
+    async def model_config(self, name: str, version: str | None = None) -> ModelConfig:
+        inputs, outputs, _ = self._model(name, version)
+
+        def tensors(specs: tuple[TensorSpec, ...]) -> tuple[ConfigTensor, ...]:
+            return tuple(ConfigTensor(s.name, s.datatype, s.shape) for s in specs)
+
+        return ModelConfig(name, "1", "onnx", "onnx", 0, tensors(inputs), tensors(outputs), None, 2)
+
+    async def model_statistics(
+        self, name: str | None = None, version: str | None = None
+    ) -> list[ModelStatistics]:
+        """Every model's version "1", with ``inference_count`` = the infer calls it got."""
+        self.stats_calls.append((name, version))
+        names = sorted(self.models) if name is None else [name]
+        for each in names:
+            self._model(each, version)
+        return [
+            ModelStatistics(each, "1", inference_count=sum(c[0] == each for c in self.calls))
+            for each in names
+        ]
 
     async def infer(
         self, name: str, version: str | None, request: InferRequest, ctx: RequestContext

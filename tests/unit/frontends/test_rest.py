@@ -393,7 +393,7 @@ def test_repository_errors(client: Client, path: str, body: Any, status: int, ne
 
 # ---- extension hooks and ASGI details ---------------------------------------------------------
 def test_extra_routes_and_fallback(dataplane: FakeDataPlane) -> None:
-    async def stats(req: HttpRequest) -> HttpResponse:
+    async def usage(req: HttpRequest) -> HttpResponse:
         return HttpResponse.json(
             {
                 "model": req.params["model"],
@@ -409,11 +409,11 @@ def test_extra_routes_and_fallback(dataplane: FakeDataPlane) -> None:
     app = create_rest_app(
         dataplane,
         make_settings(),
-        extra_routes=[Route("GET", "/v2/models/{model}/stats", stats)],
+        extra_routes=[Route("GET", "/v2/models/{model}/usage", usage)],
         fallback=fallback,
     )
     client = Client(app)
-    response = client.get("/v2/models/simple/stats?window=5", headers={"x-q": "1"})
+    response = client.get("/v2/models/simple/usage?window=5", headers={"x-q": "1"})
     assert response.json() == {"model": "simple", "q": "1", "qs": "window=5"}
     response = client.get("/ui/index.html")
     assert (response.status_code, response.text) == (299, "/ui/index.html")

@@ -17,13 +17,18 @@ from modelyard.errors import (
 )
 from modelyard.types import (
     Array,
+    BatchStatistics,
+    ConfigTensor,
     Datatype,
     InferRequest,
     InferResponse,
+    ModelConfig,
     ModelMetadata,
+    ModelStatistics,
     RepositoryEntry,
     RequestContext,
     ServerMetadata,
+    StatDuration,
     TensorSpec,
 )
 
@@ -82,6 +87,58 @@ class FakeDataPlane(DataPlane):
     async def model_ready(self, name: str, version: str | None = None) -> bool:
         self._check(name, version)
         return self.loaded[name]
+
+    async def model_config(self, name: str, version: str | None = None) -> ModelConfig:
+        """``simple`` batches (up to 8 rows, 100 us); the identity models do not."""
+        self._check(name, version)
+        meta = await self.model_metadata(name, version)
+        batched = name == "simple"
+
+        def tensors(specs: tuple[TensorSpec, ...]) -> tuple[ConfigTensor, ...]:
+            return tuple(
+                ConfigTensor(s.name, s.datatype, s.shape[1:] if batched else s.shape) for s in specs
+            )
+
+        return ModelConfig(
+            name=name,
+            version=version or "1",
+            platform="onnx",
+            backend="onnx",
+            max_batch_size=8 if batched else 0,
+            inputs=tensors(meta.inputs),
+            outputs=tensors(meta.outputs),
+            max_queue_delay_us=100 if batched else None,
+            instance_count=4,
+            parameters={"served_version": version or "1"},
+        )
+
+    async def model_statistics(
+        self, name: str | None = None, version: str | None = None
+    ) -> list[ModelStatistics]:
+        """Canned counts: every loaded model's version 1, ``simple`` with one batch size."""
+        if name is None:
+            if version is not None:
+                raise InvalidInputError("statistics of a version need the model name")
+            return [ModelStatistics(n, "1") for n in sorted(self.loaded)]
+        self._check(name, version)
+        if name != "simple":
+            return [ModelStatistics(name, version or "1")]
+        return [
+            ModelStatistics(
+                name="simple",
+                version=version or "1",
+                last_inference_ms=1_700_000_000_123,
+                inference_count=12,
+                execution_count=3,
+                success=StatDuration(5, 5_000),
+                fail=StatDuration(2, 700),
+                queue=StatDuration(5, 300),
+                compute_infer=StatDuration(5, 4_000),
+                batch_stats=(
+                    BatchStatistics(4, StatDuration(3, 0), StatDuration(3, 2_400), StatDuration()),
+                ),
+            )
+        ]
 
     async def infer(
         self, name: str, version: str | None, request: InferRequest, ctx: RequestContext

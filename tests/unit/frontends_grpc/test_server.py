@@ -286,13 +286,6 @@ def test_unknown_model_metadata_and_readiness(client: Client) -> None:
     assert rpc_failure(lambda: client.is_model_ready("nope")).status() == "StatusCode.NOT_FOUND"
 
 
-@pytest.mark.parametrize("call", ["get_model_config", "get_inference_statistics"])
-def test_config_and_statistics_are_unimplemented(client: Client, call: str) -> None:
-    error = rpc_failure(lambda: getattr(client, call)("simple"))
-    assert error.status() == "StatusCode.UNIMPLEMENTED"
-    assert_still_serving(client)
-
-
 def test_shared_memory_rpcs_are_unimplemented(client: Client) -> None:
     error = rpc_failure(client.get_system_shared_memory_status)
     assert error.status() == "StatusCode.UNIMPLEMENTED"

@@ -146,14 +146,14 @@ class GRPCInferenceServiceServicer:
         raise NotImplementedError('Method not implemented!')
 
     def ModelConfig(self, request, context):
-        """ModelYard answers UNIMPLEMENTED: use ModelMetadata.
+        """The configuration derived from the version's manifest (Triton's model_config.proto subset).
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
     def ModelStatistics(self, request, context):
-        """ModelYard answers UNIMPLEMENTED: statistics are exported as Prometheus metrics.
+        """The statistics extension: this process's counts per model version since it started.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
