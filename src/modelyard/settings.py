@@ -49,7 +49,6 @@ class Settings(BaseSettings):
         description="Allow loading pickle/joblib artifacts. They execute code on load: opt in only "
         "for registries you trust.",
     )
-
     # ---- server -------------------------------------------------------------------------------
     host: str = Field(default="127.0.0.1", description="Interface the HTTP and gRPC servers bind.")
     http_port: int = Field(default=8080, ge=0, le=65535, description="HTTP port (0 = pick one).")
@@ -208,6 +207,12 @@ class Settings(BaseSettings):
     ui: bool = Field(
         default=True,
         description="Serve the read-only dashboard on /ui (models, endpoints, live charts).",
+    )
+    live_peers_dir: str | None = Field(
+        default=None,
+        description="Private directory (mode 0700) where each worker of --workers N listens on "
+        "a Unix socket so that the dashboard's charts add up every worker's traffic. Set by the "
+        "supervisor for its workers (a fresh temporary directory); unset: no socket.",
     )
     tracing: bool = Field(default=False, description="Emit OpenTelemetry traces.")
     otlp_endpoint: str | None = Field(

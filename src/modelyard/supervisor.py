@@ -4,7 +4,9 @@ Each worker is a full server process (frontends + dataplane + model cache). They
 and gRPC ports through ``SO_REUSEPORT``, so the kernel spreads connections across them. The
 supervisor (this process) loads no models: it reserves the ports, starts the workers with the
 ``spawn`` method (no fork after ONNX Runtime threads exist), restarts a worker that dies, and on
-SIGTERM/SIGINT forwards the signal and waits for every worker to drain and exit.
+SIGTERM/SIGINT forwards the signal and waits for every worker to drain and exit. It also
+creates (and at exit removes) the private directory of the workers' dashboard sockets
+(:mod:`modelyard.monitoring.live_peers`), through which any worker's dashboard counts them all.
 """
 
 from __future__ import annotations
@@ -20,7 +22,7 @@ import threading
 from dataclasses import dataclass
 from typing import Any
 
-from modelyard.monitoring import multiproc
+from modelyard.monitoring import live_dir, multiproc
 from modelyard.settings import Settings
 
 log = logging.getLogger("modelyard.supervisor")
@@ -88,6 +90,10 @@ class Supervisor:
         if s.metrics:  # one fresh prometheus multiprocess directory for all workers
             metrics_dir, owned_dir = multiproc.prepare_dir(s.metrics_dir)
             data["metrics_dir"] = metrics_dir
+        peers_dir = None
+        if s.ui:  # one private directory of dashboard peer sockets, one per worker
+            peers_dir = live_dir.prepare_dir()
+            data["live_peers_dir"] = peers_dir
         signal.signal(signal.SIGTERM, lambda *_: self._stop.set())
         signal.signal(signal.SIGINT, lambda *_: self._stop.set())
         print(
@@ -109,6 +115,8 @@ class Supervisor:
                         slot.restarts += 1
                         if metrics_dir is not None and slot.process.pid is not None:
                             multiproc.mark_dead(slot.process.pid, metrics_dir)
+                        if peers_dir is not None and slot.process.pid is not None:
+                            live_dir.forget(peers_dir, slot.process.pid)
                         slot.process = self._spawn(slot.index, data)
         finally:
             code = self._shutdown()
@@ -117,6 +125,8 @@ class Supervisor:
                 grpc_res.close()
             if owned_dir and metrics_dir is not None:
                 multiproc.remove_dir(metrics_dir)
+            if peers_dir is not None:
+                live_dir.remove_dir(peers_dir)
         return code
 
     def _shutdown(self) -> int:

@@ -1,13 +1,17 @@
-"""`serve --workers 2`: a worker killed under load is restarted; the other keeps serving."""
+"""`serve --workers 2`: a worker killed under load is restarted; the other keeps serving. Either
+worker's dashboard counts the traffic of both."""
 
 from __future__ import annotations
 
 import os
 import re
+import shutil
 import signal
+import tempfile
 import threading
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
@@ -23,6 +27,7 @@ BODY = {
     ]
 }
 _READY = re.compile(r"modelyard ready pid=(\d+) rss_mib=([\d.]+)")
+SERIES = "/ui/api/timeseries?minutes=5&step=1&limit=5"
 
 
 def ready(server: ServerProcess) -> list[tuple[int, float]]:
@@ -39,13 +44,31 @@ def pids(server: ServerProcess) -> set[int]:
 
 
 @pytest.fixture
-def server(tmp_path: Path) -> Iterator[ServerProcess]:
+def temp_dir() -> Iterator[Path]:
+    """The server's TMPDIR: short (Unix socket paths), and checked for leftovers at exit."""
+    path = Path(tempfile.mkdtemp(prefix="my-"))
+    yield path
+    shutil.rmtree(path, ignore_errors=True)
+
+
+@pytest.fixture
+def server(tmp_path: Path, temp_dir: Path) -> Iterator[ServerProcess]:
     reg = Registry(tmp_path / "reg")
     reg.push(simple_model(tmp_path / "simple.onnx"), name="simple", alias="production")
     reg.close()
-    proc = start_server(tmp_path / "reg", "--workers", "2", "--preload", "simple")
+    env = {"TMPDIR": str(temp_dir)}
+    proc = start_server(tmp_path / "reg", "--workers", "2", "--preload", "simple", env=env)
     yield proc
     assert proc.terminate() == 0, proc.log()
+    assert list(temp_dir.glob("modelyard-*")) == []  # the supervisor removed its directories
+
+
+def timeseries(server: ServerProcess) -> dict[str, Any]:
+    """One poll of the dashboard, on a fresh connection: it may reach either worker."""
+    response = httpx.get(server.base_url + SERIES, timeout=10)
+    assert response.status_code == 200, response.text
+    doc: dict[str, Any] = response.json()
+    return doc
 
 
 def test_killed_worker_is_replaced_and_the_other_keeps_serving(server: ServerProcess) -> None:
@@ -94,3 +117,33 @@ def test_killed_worker_is_replaced_and_the_other_keeps_serving(server: ServerPro
     # only requests in flight on the killed worker may fail; the rest succeed
     assert sum(after) >= len(after) - 8, results
     assert after[-50:] == [True] * 50
+    # the killed worker's socket was removed when it was replaced: two workers, both answer
+    assert [timeseries(server)["workers"] for _ in range(6)] == [{"answered": 2, "asked": 2}] * 6
+
+
+def test_either_worker_counts_the_requests_of_both(server: ServerProcess, temp_dir: Path) -> None:
+    server.wait_for(lambda: len(pids(server)) >= 2)
+    (peers_dir,) = temp_dir.glob("modelyard-ui-*")
+    assert peers_dir.stat().st_mode & 0o777 == 0o700
+    assert sorted(p.name for p in peers_dir.iterdir()) == sorted(f"{p}.sock" for p in pids(server))
+    sent = 40
+    served_by = set()
+    for _ in range(sent):  # a fresh connection each: the kernel spreads them over the workers
+        response = httpx.post(f"{server.base_url}/v2/models/simple/infer", json=BODY, timeout=10)
+        assert response.status_code == 200, response.text
+        served_by.add(response.headers["x-request-id"][:16])  # a per-process prefix
+    assert len(served_by) == 2  # each worker alone saw only part of the traffic
+    # a second is counted once it is over: wait for the last one to end
+    server.wait_for(lambda: timeseries(server)["total"]["requests"] == sent)
+
+    answers: list[dict[str, Any]] = []
+    while len(answers) < 6 or {doc["pid"] for doc in answers} != pids(server):
+        assert len(answers) < 60, [doc["pid"] for doc in answers]
+        answers.append(timeseries(server))
+    for doc in answers:
+        assert doc["workers"] == {"answered": 2, "asked": 2}
+        assert doc["total"]["requests"] == sent and sum(doc["total"]["rps"]) == sent
+        assert doc["total"]["errors"] == 0
+        assert [(m["model"], m["requests"]) for m in doc["models"]] == [("simple", sent)]
+    overview = httpx.get(f"{server.base_url}/ui/api/overview", timeout=10).json()
+    assert overview["server"]["live_workers"] == {"answered": 2, "asked": 2}

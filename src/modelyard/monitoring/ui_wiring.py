@@ -2,15 +2,19 @@
 :func:`modelyard.monitoring.wiring.install`).
 
 The page and its JSON API live in :mod:`modelyard.frontends.ui_routes`; this module adds the
-:class:`~modelyard.frontends.ui_routes.LiveSeries` observer (``app.extras["ui_live"]``) and
+:class:`~modelyard.frontends.ui_series.LiveSeries` observer (``app.extras["ui_live"]``), under
+the supervisor (``settings.live_peers_dir``) the worker's peer socket (a background task) and
+the client that asks the other workers (:mod:`modelyard.monitoring.live_peers`), and
 assembles ``GET /ui/api/overview`` from what the other features own: the registry (models,
 versions, aliases), the endpoint store and rollout states (traffic split, rollout progress), the
-model cache (``GET /v2/fleet/cache``'s document) and drift reports. Everything is read-only.
+model cache (``GET /v2/fleet/cache``'s document) and drift reports. Everything is read-only;
+the observed route split adds up every worker, the model cache is this worker's.
 """
 
 from __future__ import annotations
 
 import asyncio
+import logging
 import os
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
@@ -19,7 +23,10 @@ from modelyard import __version__
 from modelyard.control.store import StoredRollout, load_rollouts
 from modelyard.core.fleet_wiring import ColdStarts, cache_doc
 from modelyard.core.usage import UsageRecorder
-from modelyard.frontends.ui_routes import LiveSeries, ui_routes
+from modelyard.frontends.ui_counts import route_counts
+from modelyard.frontends.ui_routes import ui_routes
+from modelyard.frontends.ui_series import ROUTES, LiveSeries, Peers, fleet_counts
+from modelyard.monitoring import live_dir, live_peers
 from modelyard.monitoring.drift import REFERENCE_KEY
 from modelyard.monitoring.drift_reports import latest_report
 from modelyard.registry.endpoints import EndpointRecord, EndpointStore
@@ -31,6 +38,8 @@ from modelyard.traffic.stats import replica_name
 
 if TYPE_CHECKING:
     from modelyard.app import App
+
+log = logging.getLogger("modelyard.ui")
 
 #: Versions listed per model: the newest ones, plus any an alias points at.
 VERSIONS_SHOWN = 5
@@ -44,21 +53,43 @@ def install(app: App) -> None:
     live = LiveSeries(clock=app.clock)
     app.observers.add(live)
     app.extras["ui_live"] = live
-    overview = OverviewSource(app, live)
-    app.routes.extend(ui_routes(overview.collect, live))
+    peers = install_peers(app, live)
+    overview = OverviewSource(app, live, peers)
+    app.routes.extend(ui_routes(overview.collect, live, peers))
+
+
+def install_peers(app: App, live: LiveSeries) -> Peers | None:
+    """Under the supervisor: serve this worker's counts on a socket in ``live_peers_dir`` and
+    return the client that asks the other workers; None for a single process."""
+    directory = app.settings.live_peers_dir
+    if directory is None:
+        return None
+    if not live_dir.is_private(directory):
+        log.error(
+            "live_peers_dir %r is not a directory private to this user (mode 0700): the "
+            "dashboard's charts show this worker's traffic only",
+            directory,
+        )
+        return None
+    server = live_peers.PeerServer(directory, live)
+    app.background.append(server.run)
+    app.closers.append(server.remove)
+    return live_peers.PeerClient(directory)
 
 
 class OverviewSource:
     """Builds the ``/ui/api/overview`` document (registry reads run in a worker thread)."""
 
-    def __init__(self, app: App, live: LiveSeries) -> None:
+    def __init__(self, app: App, live: LiveSeries, peers: Peers | None = None) -> None:
         self.app = app
         self.live = live
+        self.peers = peers
         self.started_at = app.clock.wall()
         self._usage: UsageRecorder | None = None
 
     async def collect(self) -> dict[str, Any]:
-        doc = await asyncio.to_thread(self.registry_part)
+        fleet = await fleet_counts(self.live, self.live.split_window(), ROUTES, self.peers)
+        doc = await asyncio.to_thread(self.registry_part, route_counts(fleet.counts))
         app = self.app
         doc["server"] = {
             "version": __version__,
@@ -69,6 +100,7 @@ class OverviewSource:
             "started_at": self.started_at,
             "now": app.clock.wall(),
             "in_flight": app.serving.in_flight,
+            "live_workers": fleet.workers(),
         }
         doc["cache"] = cache_doc(app.cache, self._cold_starts(), app.clock.monotonic())
         return doc
@@ -84,11 +116,11 @@ class OverviewSource:
         fetch = self.app.extras.get("fetch_seconds")
         return ColdStarts(fetch if isinstance(fetch, dict) else {}, usage)
 
-    def registry_part(self) -> dict[str, Any]:
+    def registry_part(self, observed: Mapping[str, Mapping[str, int]]) -> dict[str, Any]:
+        """Models, endpoints (with ``observed``, requests per route) and recent events."""
         registry = self.app.registry
         models = [model_doc(m.name, m.aliases, registry) for m in registry.list_models()]
         rollouts = load_rollouts(registry)
-        observed = self.live.route_counts()
         endpoints = [
             endpoint_doc(record, rollouts.get(record.name), observed.get(record.name, {}))
             for record in EndpointStore(registry).list(skip_invalid=True)

@@ -3,6 +3,7 @@ static page and its caching headers, and the JSON API over a real app without so
 
 from __future__ import annotations
 
+import asyncio
 import json
 import re
 from collections.abc import Iterator
@@ -18,7 +19,7 @@ from modelyard.app import App, build_app
 from modelyard.control.store import save_rollout
 from modelyard.core.clock import FakeClock
 from modelyard.core.observer import InferEvent
-from modelyard.frontends import ui_routes
+from modelyard.frontends import ui_counts, ui_routes
 from modelyard.frontends.ui_routes import LiveSeries, load_assets
 from modelyard.monitoring import ui_wiring
 from modelyard.monitoring.drift import reference_stats
@@ -336,6 +337,31 @@ def test_overview_shows_models_endpoints_rollouts_cache_and_drift(
     kinds = [e["kind"] for e in doc["events"]]
     assert "rollout.started" in kinds and "endpoint.applied" in kinds
     assert doc["server"]["workers"] == 1 and doc["server"]["in_flight"] == 0
+    assert doc["server"]["live_workers"] == {"answered": 1, "asked": 1}
+
+
+def test_the_observed_split_adds_up_the_workers_that_answer(
+    app: App, registry: Registry, clock: FakeClock
+) -> None:
+    EndpointStore(registry).apply(AB)
+    live = app.extras["ui_live"]
+    assert isinstance(live, LiveSeries)
+    peer = LiveSeries(clock=clock)  # another worker's
+    for route in "aab":
+        peer.on_infer(event("simple", endpoint="ab", route=route))
+    live.on_infer(event("simple", endpoint="ab", route="b"))
+
+    class Peers:
+        async def ask(
+            self, window: ui_counts.Window, want: ui_counts.Want, among: Any = None
+        ) -> dict[str, ui_counts.WindowCounts | None]:
+            assert want == ui_counts.Want(routes=True)
+            return {"peer": peer.counts(window, want), "gone": None}  # one does not answer
+
+    doc = asyncio.run(ui_wiring.OverviewSource(app, live, Peers()).collect())
+    (ab,) = doc["endpoints"]
+    assert ab["observed"] == {"a": 2, "b": 2}
+    assert doc["server"]["live_workers"] == {"answered": 2, "asked": 3}
 
 
 def test_a_rollout_not_yet_started_is_pending(app: App, client: Client, registry: Registry) -> None:
@@ -355,6 +381,7 @@ def test_timeseries_reports_served_requests(app: App, client: Client, clock: Fak
     assert response.headers["cache-control"] == "no-store"
     doc = response.json()
     assert doc["minutes"] == 1 and doc["step_s"] == 1
+    assert doc["workers"] == {"answered": 1, "asked": 1}  # alone: no peers, no socket
     (model,) = doc["models"]
     assert (model["model"], model["requests"], model["errors"]) == ("simple", 5, 1)
     assert model["error_rate"][-2] == 0.2 and model["rps"][-2] == 5.0

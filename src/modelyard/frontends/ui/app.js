@@ -72,7 +72,9 @@ function setLive(ok, err) {
 function renderServer(server) {
   $("server-version").textContent = `v${server.version}`;
   const pid = server.replica.endsWith(`-${server.pid}`) ? "" : ` · pid ${server.pid}`;
-  const workers = server.workers > 1 ? ` · worker pid ${server.pid} of ${server.workers}` : pid;
+  // under `--workers N` the charts add up every worker that answered this one in time
+  const live = server.live_workers || { answered: 1, asked: 1 };
+  const workers = live.asked > 1 ? ` · worker pid ${server.pid} · charts: ${live.answered} of ${live.asked} workers` : pid;
   $("server-replica").textContent = `${server.replica}${workers}`;
   const ready = $("server-ready");
   ready.textContent = server.ready ? "ready" : "not ready";
