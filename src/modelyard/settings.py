@@ -49,6 +49,18 @@ class Settings(BaseSettings):
         description="Allow loading pickle/joblib artifacts. They execute code on load: opt in only "
         "for registries you trust.",
     )
+    mlflow_tracking_uri: str | None = Field(
+        default=None,
+        description="MLflow tracking server whose model registry `modelyard mlflow` imports "
+        "from (e.g. http://mlflow:5000). Default: MLflow's own (its MLFLOW_TRACKING_URI).",
+    )
+    mlflow_sync_interval_s: float = Field(
+        default=30.0,
+        gt=0,
+        description="How often the controller syncs the models that follow an MLflow alias "
+        "(`modelyard mlflow follow`).",
+    )
+
     # ---- server -------------------------------------------------------------------------------
     host: str = Field(default="127.0.0.1", description="Interface the HTTP and gRPC servers bind.")
     http_port: int = Field(default=8080, ge=0, le=65535, description="HTTP port (0 = pick one).")

@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 from modelyard.control import lease
@@ -124,6 +124,7 @@ class Controller:
         stats_interval_s: float,
         lease_ttl_s: float | None = None,
         on_change: Callable[[], None] | None = None,
+        passes: Sequence[Callable[[], object]] = (),
     ) -> None:
         self.registry = registry
         self.holder = holder
@@ -131,6 +132,9 @@ class Controller:
         self.stats_interval_s = stats_interval_s
         self.lease_ttl_s = lease_ttl_s if lease_ttl_s is not None else max(3 * interval_s, 5.0)
         self.on_change = on_change
+        #: More work done by the leader in every round, after the rollouts (e.g. MLflow
+        #: follows); a pass that fails is logged and does not stop the others.
+        self.passes = tuple(passes)
         self.leader = False
         self._last_prune = float("-inf")
 
@@ -158,6 +162,13 @@ class Controller:
                 decisions.append(decision)
         if decisions and self.on_change is not None:
             self.on_change()
+        for extra in self.passes:
+            try:
+                extra()
+            except Exception as exc:
+                log.warning(
+                    "controller pass %s failed: %s", getattr(extra, "__qualname__", extra), exc
+                )
         self._prune()
         return decisions
 

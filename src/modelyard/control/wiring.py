@@ -8,7 +8,9 @@
   ``app.extras`` (``"rollout_view"``, ``"shadows"``, ``"stats"``) and set on the traffic
   dataplane (``app.extras["traffic"]``) when it has ``rollout_view`` / ``shadows`` attributes;
 * with ``settings.controller``, the controller loop runs as a background task (it acts only
-  while it holds the registry's controller lease) and gives the lease up at shutdown.
+  while it holds the registry's controller lease) and gives the lease up at shutdown; each of
+  its rounds also syncs the models that follow an MLflow alias
+  (:mod:`modelyard.control.mlflow_follow`).
 """
 
 from __future__ import annotations
@@ -17,6 +19,7 @@ import logging
 from typing import TYPE_CHECKING
 
 from modelyard.control.controller import Controller
+from modelyard.control.mlflow_follow import MlflowFollower
 from modelyard.control.rollout_view import RegistryRolloutView
 from modelyard.core.observer import Observer, Observers
 from modelyard.traffic.shadow import ShadowRunner
@@ -84,12 +87,20 @@ def install(app: App) -> None:
             setattr(traffic, name, hook)
 
     if settings.controller:
+        follower = MlflowFollower(
+            app.registry,
+            interval_s=settings.mlflow_sync_interval_s,
+            tracking_uri=settings.mlflow_tracking_uri,
+            allow_pickle=settings.allow_pickle,
+            clock=app.clock,
+        )
         controller = Controller(
             app.registry,
             holder=replica,
             interval_s=settings.controller_interval_s,
             stats_interval_s=settings.stats_interval_s,
             on_change=view.refresh,
+            passes=[follower.round],
         )
         app.extras["controller"] = controller
         app.background.append(controller.run)
