@@ -251,9 +251,9 @@ def predict(model: str, input_: str, registry: str | None) -> None:
 # ---- feature command modules ------------------------------------------------------------------
 # Each module adds its commands to the group; keep this the only list.
 def _register_features() -> None:
-    from modelyard import cli_fleet, cli_jobs, cli_mlflow, cli_monitoring, cli_traffic
+    from modelyard import cli_fleet, cli_jobs, cli_mlflow, cli_monitoring, cli_optimize, cli_traffic
 
-    for module in (cli_fleet, cli_jobs, cli_mlflow, cli_monitoring, cli_traffic):
+    for module in (cli_fleet, cli_jobs, cli_mlflow, cli_monitoring, cli_optimize, cli_traffic):
         module.register(main)
     from modelyard.bench.cli import bench_command
 
