@@ -3,7 +3,9 @@
 It answers the Open Inference Protocol V2 calls the benchmark makes (``POST
 /v2/models/{name}/infer`` with JSON tensors, ``GET /v2/health/ready``) for one ONNX model, so it
 shows what the same model costs on the same HTTP server with nothing in between. Configured by
-env: ``BENCH_MODEL_PATH`` (the .onnx file) and ``BENCH_MODEL_NAME``. Run it with
+env: ``BENCH_MODEL_PATH`` (the .onnx file) and ``BENCH_MODEL_NAME``; ``BENCH_BUSY_US`` (default
+0) adds that much busy CPU work to each inference, to give the bare app another server's
+per-request cost (how the tail at saturation grows with it: BENCHMARKS.md). Run it with
 
     uvicorn baseline_asgi:app --http httptools --loop uvloop --no-access-log   (from bench/)
     granian --interface asgi --loop uvloop baseline_asgi:app                    (optional)
@@ -12,6 +14,7 @@ env: ``BENCH_MODEL_PATH`` (the .onnx file) and ``BENCH_MODEL_NAME``. Run it with
 from __future__ import annotations
 
 import os
+import time
 from collections.abc import Awaitable, Callable, MutableMapping
 from typing import Any
 
@@ -40,9 +43,14 @@ def _session(path: str) -> ort.InferenceSession:
 MODEL_NAME = os.environ.get("BENCH_MODEL_NAME", "logreg")
 SESSION = _session(os.environ["BENCH_MODEL_PATH"])
 INFER_PATH = f"/v2/models/{MODEL_NAME}/infer"
+BUSY_S = float(os.environ.get("BENCH_BUSY_US", "0")) / 1e6
 
 
 def infer(body: bytes) -> bytes:
+    if BUSY_S:
+        end = time.perf_counter() + BUSY_S
+        while time.perf_counter() < end:
+            pass
     request = orjson.loads(body)
     feeds = {
         t["name"]: np.asarray(t["data"], dtype=_NUMPY[t["datatype"]]).reshape(t["shape"])
