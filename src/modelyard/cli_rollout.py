@@ -51,9 +51,9 @@ def status_cmd(endpoint: str, as_json: bool, registry: str | None) -> None:
             raise FailedPreconditionError(f"endpoint {endpoint!r} has no rollout in its spec")
         stored = load_rollout(reg, endpoint)
         window = None
-        if stored is not None and stored.state.status.active:
-            window = evaluate_window(reg, spec, stored.state, settings.stats_interval_s)
         now = reg.clock.wall()
+        if stored is not None and stored.state.status.active:
+            window = evaluate_window(reg, spec, stored.state, settings.stats_interval_s, now)
     rollout = spec.rollout
     if as_json:
         _echo_json(

@@ -179,7 +179,8 @@ def exposed_at(registry: Registry, endpoint: str, state: RolloutState) -> float:
     spec = EndpointStore(registry).get(endpoint).spec
     rows = read_rows(registry, endpoint, since=state.step_started_at - STATS_INTERVAL_S)
     for start in sorted({r.interval_start for r in rows}):
-        report = judge(spec, state, [r for r in rows if r.interval_start <= start])
+        window = [r for r in rows if r.interval_start <= start]
+        report = judge(spec, state, window, now=start + STATS_INTERVAL_S)
         if report.verdict is Verdict.FAIL:
             return start + STATS_INTERVAL_S
     raise AssertionError(f"{endpoint}: no window of the stored stats fails a gate")

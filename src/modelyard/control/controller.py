@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 
 from modelyard.control import lease
@@ -74,23 +74,49 @@ def candidate_version(registry: Registry, rollout: Rollout) -> int:
 
 
 def route_window(stats: RouteStats) -> RouteWindow:
-    return RouteWindow(stats.requests, stats.failures(), stats.latency.quantile(0.99))
+    latency = stats.latency
+    return RouteWindow(
+        stats.requests, stats.failures(), latency.quantile(0.99), latency.quantile(0.5)
+    )
 
 
 def evaluate_window(
-    registry: Registry, spec: EndpointSpec, state: RolloutState, interval_s: float
+    registry: Registry, spec: EndpointSpec, state: RolloutState, interval_s: float, now: float
 ) -> WindowReport:
     """Merge every replica's stats since the current step began (intervals overlapping it)
-    and judge them against the spec's gates."""
-    assert spec.rollout is not None
+    and judge them against the spec's gates at ``now``. When production has too few requests
+    in the step (the 100 % step), its stats since the rollout began are read as the baseline."""
+    rollout = spec.rollout
+    assert rollout is not None
     since = state.step_started_at - interval_s
     rows = read_rows(registry, spec.name, since)
-    report = judge(spec, state, rows)
+    history = None
+    if (
+        production_stats(spec, rows).requests < rollout.gates.min_requests
+        and state.started_at < state.step_started_at
+    ):
+        history = read_rows(registry, spec.name, state.started_at - interval_s)
+    report = judge(spec, state, rows, now=now, history=history)
     return WindowReport(spec.name, state, report, since)
 
 
-def judge(spec: EndpointSpec, state: RolloutState, rows: list[StatsRow]) -> GateReport:
-    """Pure: the gate report for ``rows`` (every replica, the step's window)."""
+def production_stats(spec: EndpointSpec, rows: Iterable[StatsRow]) -> RouteStats:
+    """The spec's own routes (production), merged."""
+    production_routes = {route.name for route in spec.routes}
+    return merge_rows(r for r in rows if r.route in production_routes and r.model)
+
+
+def judge(
+    spec: EndpointSpec,
+    state: RolloutState,
+    rows: list[StatsRow],
+    *,
+    now: float,
+    history: list[StatsRow] | None = None,
+) -> GateReport:
+    """Pure: the gate report at ``now`` for ``rows`` (every replica, the step's window);
+    ``history``: rows since the rollout began, for a baseline when production has too few
+    requests in the window (else the baseline stored at the last step change)."""
     rollout = spec.rollout
     assert rollout is not None
     cand_model, cand_version = rollout.candidate.model, state.candidate_version
@@ -100,16 +126,20 @@ def judge(spec: EndpointSpec, state: RolloutState, rows: list[StatsRow]) -> Gate
         for r in rows
         if r.route == CANDIDATE_ROUTE and r.model == cand_model and r.version in (cand_version, 0)
     )
-    production_routes = {route.name for route in spec.routes}
-    production = merge_rows(r for r in rows if r.route in production_routes and r.model)
     shadow = merge_rows(
         r
         for r in rows
         if r.route == SHADOW_ROUTE and r.model == cand_model and r.version == cand_version
     ).shadow
     agreement = None if shadow is None else Agreement(shadow.compared, shadow.agreed)
-    baseline = choose_baseline(route_window(production), state.baseline, rollout.gates.min_requests)
-    return evaluate_gates(rollout.gates, route_window(candidate), baseline, agreement)
+    baseline = choose_baseline(
+        route_window(production_stats(spec, rows)),
+        state.baseline,
+        rollout.gates.min_requests,
+        history=None if history is None else route_window(production_stats(spec, history)),
+    )
+    held = policy.step_held(rollout, state, now)
+    return evaluate_gates(rollout.gates, route_window(candidate), baseline, agreement, held=held)
 
 
 class Controller:
@@ -192,7 +222,7 @@ class Controller:
             production = self._alias_version(rollout)
             decision = policy.start(rollout, version, now, already_production=production == version)
         elif state.status.active:
-            window = evaluate_window(self.registry, spec, state, self.stats_interval_s)
+            window = evaluate_window(self.registry, spec, state, self.stats_interval_s, now)
             decision = policy.tick(rollout, state, window.report, now)
             if decision.state == state:
                 return None

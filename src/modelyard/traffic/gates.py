@@ -3,6 +3,14 @@
 A step of a rollout advances only when every gate passes: error-rate delta, p99 latency ratio,
 minimum request count, and optionally the output agreement of a shadow comparison. The inputs
 are counts merged from every replica's serving stats; nothing here reads a clock or a database.
+
+Errors are evidence that only accumulates, so the error gate fails as soon as the errors seen
+cannot be outgrown. A p99 is not: one stall early in a step puts the p99 of a small window at
+that stall, and judging it on every controller round would roll back healthy candidates on
+noise. So the p99 ratio is judged once, over the whole step, when the step has held; before
+that it fails only when the candidate's *median* is already above ``max_p99_ratio`` times
+production's p99 (its p99 cannot be lower than its median: a clearly slow candidate still goes
+at once).
 """
 
 from __future__ import annotations
@@ -22,18 +30,24 @@ class Verdict(enum.StrEnum):
 
 @dataclass(frozen=True, slots=True)
 class RouteWindow:
-    """What one side (candidate or production) did in the window: counts and p99 latency."""
+    """What one side (candidate or production) did in the window: counts, p99 and median."""
 
     requests: int = 0
     errors: int = 0
     p99_s: float | None = None
+    p50_s: float | None = None
 
     @property
     def error_rate(self) -> float:
         return self.errors / self.requests if self.requests else 0.0
 
     def to_json(self) -> dict[str, Any]:
-        return {"requests": self.requests, "errors": self.errors, "p99_s": self.p99_s}
+        return {
+            "requests": self.requests,
+            "errors": self.errors,
+            "p99_s": self.p99_s,
+            "p50_s": self.p50_s,
+        }
 
 
 @dataclass(frozen=True, slots=True)
@@ -83,13 +97,19 @@ class GateReport:
 
 
 def choose_baseline(
-    window: RouteWindow, stored: RouteWindow | None, min_requests: int
+    window: RouteWindow,
+    stored: RouteWindow | None,
+    min_requests: int,
+    history: RouteWindow | None = None,
 ) -> RouteWindow:
-    """Production's window, or the last one stored at a step change when production has too few
-    requests now (at a 100 % step it gets none)."""
-    if window.requests >= min_requests or stored is None:
+    """Production's window; when it has too few requests now (at a 100 % step it gets none),
+    production over the whole rollout so far (``history``), else the window stored at the last
+    step change."""
+    if window.requests >= min_requests:
         return window
-    return stored
+    if history is not None and history.requests >= min_requests:
+        return history
+    return window if stored is None else stored
 
 
 def evaluate_gates(
@@ -97,18 +117,22 @@ def evaluate_gates(
     candidate: RouteWindow,
     baseline: RouteWindow,
     agreement: Agreement | None = None,
+    *,
+    held: bool = True,
 ) -> GateReport:
     """Judge the candidate against production in the same window.
 
     FAIL when a gate is broken, WAIT while there is too little data to judge, PASS otherwise.
     An error rate fails early, before ``min_requests``, once the errors already seen exceed the
-    allowed delta even if every remaining request up to ``min_requests`` succeeded.
+    allowed delta even if every remaining request up to ``min_requests`` succeeded. ``held``:
+    the step has held for its ``hold_s`` (the window is complete), so the p99 ratio is judged;
+    before that a p99 over the limit fails only on the median (see the module's text).
     """
     enough = candidate.requests >= gates.min_requests and baseline.requests >= gates.min_requests
     checks = [
         _min_requests_check(gates, candidate, baseline),
         _error_rate_check(gates, candidate, baseline, judged=enough),
-        _p99_check(gates, candidate, baseline, judged=enough),
+        _p99_check(gates, candidate, baseline, judged=enough, held=held),
     ]
     if gates.min_agreement is not None:
         checks.append(_agreement_check(gates.min_agreement, gates.min_requests, agreement))
@@ -156,7 +180,7 @@ def _error_rate_check(
 
 
 def _p99_check(
-    gates: Gates, candidate: RouteWindow, baseline: RouteWindow, *, judged: bool
+    gates: Gates, candidate: RouteWindow, baseline: RouteWindow, *, judged: bool, held: bool
 ) -> Check:
     limit = gates.max_p99_ratio
     if not judged or not candidate.p99_s or not baseline.p99_s:
@@ -166,7 +190,15 @@ def _p99_check(
         f"p99 latency {candidate.p99_s * 1e3:.1f} ms vs production {baseline.p99_s * 1e3:.1f} ms "
         f"(ratio {ratio:.2f}, max {limit:g})"
     )
-    return Check("p99_ratio", Verdict.FAIL if ratio > limit else Verdict.PASS, ratio, limit, detail)
+    if ratio <= limit:
+        return Check("p99_ratio", Verdict.PASS, ratio, limit, detail)
+    if held:
+        return Check("p99_ratio", Verdict.FAIL, ratio, limit, detail)
+    if candidate.p50_s is not None and candidate.p50_s > limit * baseline.p99_s:
+        median = f"; even its median, {candidate.p50_s * 1e3:.1f} ms, is over {limit:g}x that"
+        return Check("p99_ratio", Verdict.FAIL, ratio, limit, detail + median)
+    # Over the limit in a partial window: judged over the whole step once it has held.
+    return Check("p99_ratio", Verdict.WAIT, ratio, limit, f"{detail} so far; judged when held")
 
 
 def _agreement_check(minimum: float, min_rows: int, agreement: Agreement | None) -> Check:

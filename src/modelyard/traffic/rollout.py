@@ -117,11 +117,12 @@ def _float(data: dict[str, Any], key: str, label: str, default: float | None = N
 def _window(data: Any) -> RouteWindow:
     if not isinstance(data, dict):
         raise InvalidInputError("rollout state: 'baseline' must be an object")
-    p99 = data.get("p99_s")
+    p99, p50 = data.get("p99_s"), data.get("p50_s")
     return RouteWindow(
         requests=_int(data, "requests", "baseline.requests"),
         errors=_int(data, "errors", "baseline.errors"),
         p99_s=None if p99 is None else _float(data, "p99_s", "baseline.p99_s"),
+        p50_s=None if p50 is None else _float(data, "p50_s", "baseline.p50_s"),
     )
 
 
@@ -197,7 +198,7 @@ def tick(rollout: Rollout, state: RolloutState, report: GateReport, now: float) 
     if state.status is Status.PAUSED:
         return Decision(state)
     step = min(state.step, len(rollout.steps) - 1)
-    held = now - state.step_started_at >= rollout.steps[step].hold_s
+    held = step_held(rollout, state, now)
     if report.verdict is Verdict.WAIT or not held:
         # Names only, not counts: the stored state changes when the situation does, not on
         # every round (``rollout status`` shows the live numbers).
@@ -218,6 +219,12 @@ def tick(rollout: Rollout, state: RolloutState, report: GateReport, now: float) 
     )
     message = f"step {step + 2}: {state.weight:g} % -> {nxt.weight:g} % (gates passed)"
     return Decision(new, (event("rollout.advanced", new, message),))
+
+
+def step_held(rollout: Rollout, state: RolloutState, now: float) -> bool:
+    """Whether the current step has held for its ``hold_s`` (its window is complete)."""
+    step = min(state.step, len(rollout.steps) - 1)
+    return now - state.step_started_at >= rollout.steps[step].hold_s
 
 
 def pause(state: RolloutState, now: float) -> Decision:

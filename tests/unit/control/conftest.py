@@ -24,6 +24,7 @@ from tests.testmodels import identity_model
 WALL0 = 1_700_000_000.0
 INTERVAL = 10.0
 HOLD = 30.0
+STALL_S = 0.2
 
 
 def spec(**rollout: Any) -> dict[str, Any]:
@@ -55,14 +56,17 @@ class Env:
         requests: int,
         errors: int = 0,
         latency_s: float = 0.010,
+        stalls: int = 0,
         model: str = "fraud",
         replica: str = "r1",
         at: float | None = None,
     ) -> None:
-        """One interval's row (the current interval unless ``at``)."""
+        """One interval's row (the current interval unless ``at``); ``stalls`` of the
+        successful requests took 0.2 s instead of ``latency_s``."""
         s = RouteStats()
         for i in range(requests):
-            s.record("INTERNAL" if i < errors else "OK", latency_s)
+            stalled = i >= requests - stalls
+            s.record("INTERNAL" if i < errors else "OK", STALL_S if stalled else latency_s)
         start = (at if at is not None else self.clock.wall()) // INTERVAL * INTERVAL
         write_rows(
             self.registry, [StatsRow(replica, start, "fraud-ep", route, model, version, s)], 10

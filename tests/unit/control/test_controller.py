@@ -103,7 +103,8 @@ def test_replicas_are_merged(env: Env) -> None:
     env.stats(CANDIDATE_ROUTE, 2, requests=60, replica="r1")
     env.stats(CANDIDATE_ROUTE, 2, requests=60, replica="r2")
     env.stats("stable", 1, requests=400)
-    report = evaluate_window(env.registry, env.endpoints.get("fraud-ep").spec, env.state(), 10)
+    spec = env.endpoints.get("fraud-ep").spec
+    report = evaluate_window(env.registry, spec, env.state(), 10, env.clock.wall())
     assert report.report.candidate.requests == 120
     assert report.report.verdict is Verdict.PASS
 
@@ -120,6 +121,60 @@ def test_full_step_uses_the_last_production_baseline(env: Env) -> None:
     env.stats(CANDIDATE_ROUTE, 2, requests=500)  # production gets nothing at 100 %
     env.controller.round()
     assert env.state().status is Status.PROMOTED
+
+
+def test_a_stall_early_in_a_step_is_judged_over_the_whole_step(env: Env) -> None:
+    env.controller.round()
+    env.clock.advance(1)
+    # The first 100 candidate requests hold 3 stalls: the window's p99 is the stall (ratio 20).
+    env.stats(CANDIDATE_ROUTE, 2, requests=100, stalls=3)
+    env.stats("stable", 1, requests=400)
+    env.controller.round()
+    state = env.state()
+    assert state.status is Status.RUNNING, state.reason
+    assert "p99_ratio" in state.reason  # waits for the step to hold before judging the p99
+    env.clock.advance(HOLD)
+    env.healthy_interval(requests=400)  # over the whole step, 3 stalls in 500 are < 1 %
+    env.controller.round()
+    assert (env.state().status, env.state().step) == (Status.RUNNING, 1)
+
+
+def test_a_step_whose_p99_stays_over_the_limit_rolls_back_when_it_has_held(env: Env) -> None:
+    env.controller.round()
+    env.clock.advance(1)
+    env.stats(CANDIDATE_ROUTE, 2, requests=100, stalls=3)
+    env.stats("stable", 1, requests=400)
+    env.controller.round()
+    env.clock.advance(HOLD)
+    env.healthy_interval(requests=100, stalls=3)  # still 3 % stalls
+    env.controller.round()
+    state = env.state()
+    assert (state.status, state.step) == (Status.ROLLED_BACK, 0)
+    assert "p99 latency 202.1 ms vs production 10.6 ms (ratio 19.03" in state.reason
+
+
+def test_the_full_step_judges_against_production_over_the_whole_rollout(env: Env) -> None:
+    env.controller.round()
+
+    def step(stalls: int) -> None:
+        at = env.clock.wall() + INTERVAL + 1  # inside this step's window only
+        env.stats(CANDIDATE_ROUTE, 2, requests=200, at=at)
+        env.stats("stable", 1, requests=400, stalls=stalls, at=at)
+        env.clock.advance(HOLD)
+        env.controller.round()
+
+    # Production stalls at the 50 % step: over the rollout 20 of 1,200 (1.7 %), so its p99 is
+    # the stall, while the 80 % step alone (the window stored at the last change) has none.
+    for stalls in (0, 20, 0):
+        step(stalls)
+    state = env.state()
+    assert state.weight == 100 and state.baseline is not None
+    assert state.baseline.p99_s is not None and state.baseline.p99_s < 0.02
+    # At 100 % production gets nothing; the candidate stalls like production did (1.2 %).
+    env.stats(CANDIDATE_ROUTE, 2, requests=500, stalls=6, at=env.clock.wall() + INTERVAL + 1)
+    env.clock.advance(HOLD)
+    env.controller.round()
+    assert env.state().status is Status.PROMOTED, env.state().reason
 
 
 def test_agreement_gate_uses_the_candidates_shadow(env: Env) -> None:

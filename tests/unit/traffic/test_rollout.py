@@ -255,7 +255,7 @@ def test_operator_commands_refuse_wrong_states(op: str, status: Status) -> None:
 
 # ---- stored form ---------------------------------------------------------------------------------
 def test_state_json_round_trip() -> None:
-    state = replace(running(2), reason="x", baseline=RouteWindow(10, 1, 0.5))
+    state = replace(running(2), reason="x", baseline=RouteWindow(10, 1, 0.5, 0.2))
     assert RolloutState.from_json(state.to_json()) == state
     assert RolloutState.from_json(running(0).to_json()) == running(0)
 

@@ -132,17 +132,60 @@ def test_report_keeps_its_inputs() -> None:
 
 
 @pytest.mark.parametrize(
-    ("window", "stored", "expected"),
+    ("case", "p99_s", "p50_s", "verdict"),
     [
-        (RouteWindow(500, 0, 0.01), RouteWindow(300, 3, 0.02), RouteWindow(500, 0, 0.01)),
-        (RouteWindow(0, 0, None), RouteWindow(300, 3, 0.02), RouteWindow(300, 3, 0.02)),
-        (RouteWindow(10, 0, 0.01), None, RouteWindow(10, 0, 0.01)),
+        # The window is partial: a p99 over the limit waits for the whole step...
+        ("p99 over, median fine", 0.030, 0.010, Verdict.WAIT),
+        ("p99 over, median at the limit", 0.030, 0.015, Verdict.WAIT),
+        ("p99 over, median unknown", 0.030, None, Verdict.WAIT),
+        # ... unless even the median is over the limit times production's p99.
+        ("median over the limit", 0.030, 0.016, Verdict.FAIL),
+        ("p99 within", 0.014, 0.010, Verdict.PASS),
+    ],
+)
+def test_p99_before_the_step_has_held(
+    case: str, p99_s: float, p50_s: float | None, verdict: Verdict
+) -> None:
+    candidate = RouteWindow(200, 0, p99_s, p50_s)
+    report = evaluate_gates(GATES, candidate, HEALTHY, held=False)
+    (check,) = [c for c in report.checks if c.name == "p99_ratio"]
+    assert check.verdict is verdict, (case, check)
+    assert check.value == pytest.approx(p99_s / HEALTHY.p99_s)  # type: ignore[operator]
+    if verdict is Verdict.WAIT:
+        assert "judged when held" in check.detail
+    if verdict is Verdict.FAIL:
+        assert "median, 16.0 ms" in report.reason
+    # Once the step has held, the same window is judged on its p99 alone.
+    held = evaluate_gates(GATES, candidate, HEALTHY, held=True)
+    assert held.verdict is (Verdict.PASS if p99_s <= 0.015 else Verdict.FAIL)
+
+
+BIG = RouteWindow(300, 3, 0.02)
+SMALL = RouteWindow(10, 0, 0.01)
+
+
+@pytest.mark.parametrize(
+    ("window", "stored", "history", "expected"),
+    [
+        (RouteWindow(500, 0, 0.01), BIG, None, RouteWindow(500, 0, 0.01)),
+        (RouteWindow(0, 0, None), BIG, None, BIG),
+        (SMALL, None, None, SMALL),
+        # Too few in the window: production over the whole rollout, when it has enough ...
+        (RouteWindow(0, 0, None), BIG, RouteWindow(900, 9, 0.05), RouteWindow(900, 9, 0.05)),
+        (SMALL, None, RouteWindow(900, 9, 0.05), RouteWindow(900, 9, 0.05)),
+        # ... else the window stored at the last step change.
+        (RouteWindow(0, 0, None), BIG, RouteWindow(50, 0, 0.05), BIG),
+        # Enough in the window: the window, the same moment as the candidate's.
+        (RouteWindow(500, 0, 0.01), BIG, RouteWindow(900, 9, 0.05), RouteWindow(500, 0, 0.01)),
     ],
 )
 def test_choose_baseline(
-    window: RouteWindow, stored: RouteWindow | None, expected: RouteWindow
+    window: RouteWindow,
+    stored: RouteWindow | None,
+    history: RouteWindow | None,
+    expected: RouteWindow,
 ) -> None:
-    assert choose_baseline(window, stored, 100) == expected
+    assert choose_baseline(window, stored, 100, history) == expected
 
 
 def test_error_rate_of_empty_window_is_zero() -> None:
