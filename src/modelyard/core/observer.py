@@ -91,59 +91,83 @@ class Observer:
         extra load refused it)."""
 
 
+def _overrides(observer: Observer, hook: str) -> bool:
+    """Whether ``observer`` does something on ``hook``: anything but :class:`Observer`'s
+    no-op, bound (duck-typed observers and hooks set on the instance count as overriding).
+    Looked up like a call would, without reading ``__dict__`` (which would slow down every
+    later attribute access of the observer)."""
+    bound = getattr(observer, hook, None)
+    return getattr(bound, "__func__", None) is not getattr(Observer, hook)
+
+
 class Observers(Observer):
-    """Fans each event out to several observers; a failing observer is logged, not raised."""
+    """Fans each event out to several observers; a failing observer is logged, not raised.
+
+    The per-request hooks (:meth:`on_infer`, :meth:`on_batch`) visit only the observers that
+    override them, worked out once in :meth:`add`: most observers ignore batches, and calling
+    their no-op on every request adds up. Add observers with :meth:`add`."""
 
     def __init__(self, observers: Sequence[Observer] = ()) -> None:
-        self.observers: list[Observer] = list(observers)
+        self._all: list[Observer] = []
+        self._infer: tuple[Observer, ...] = ()
+        self._batch: tuple[Observer, ...] = ()
+        for observer in observers:
+            self.add(observer)
+
+    @property
+    def observers(self) -> tuple[Observer, ...]:
+        """Every observer, in the order added."""
+        return tuple(self._all)
 
     def add(self, observer: Observer) -> None:
-        self.observers.append(observer)
+        self._all.append(observer)
+        self._infer = tuple(o for o in self._all if _overrides(o, "on_infer"))
+        self._batch = tuple(o for o in self._all if _overrides(o, "on_batch"))
 
     def on_infer(self, event: InferEvent) -> None:
-        for o in self.observers:
+        for o in self._infer:
             try:
                 o.on_infer(event)
             except Exception:
                 log.exception("observer %r failed on an infer event", o)
 
     def on_batch(self, event: BatchEvent) -> None:
-        for o in self.observers:
+        for o in self._batch:
             try:
                 o.on_batch(event)
             except Exception:
                 log.exception("observer %r failed on a batch event", o)
 
     def on_cache(self, event: CacheEvent) -> None:
-        for o in self.observers:
+        for o in self._all:
             try:
                 o.on_cache(event)
             except Exception:
                 log.exception("observer %r failed on a cache event", o)
 
     def on_fallback(self, endpoint: str, reason: str) -> None:
-        for o in self.observers:
+        for o in self._all:
             try:
                 o.on_fallback(endpoint, reason)
             except Exception:
                 log.exception("observer %r failed on a fallback event", o)
 
     def on_cache_lookup(self, endpoint: str, hit: bool) -> None:
-        for o in self.observers:
+        for o in self._all:
             try:
                 o.on_cache_lookup(endpoint, hit)
             except Exception:
                 log.exception("observer %r failed on a response-cache event", o)
 
     def on_shadow(self, endpoint: str, shadow: str, outcome: str) -> None:
-        for o in self.observers:
+        for o in self._all:
             try:
                 o.on_shadow(endpoint, shadow, outcome)
             except Exception:
                 log.exception("observer %r failed on a shadow event", o)
 
     def on_hedge(self, endpoint: str, outcome: str) -> None:
-        for o in self.observers:
+        for o in self._all:
             try:
                 o.on_hedge(endpoint, outcome)
             except Exception:

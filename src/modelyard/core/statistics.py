@@ -33,23 +33,21 @@ _NS = 1_000_000_000
 
 
 def _ns(seconds: float) -> int:
-    return max(0, round(seconds * _NS))
+    ns = round(seconds * _NS)
+    return ns if ns > 0 else 0
 
 
 def request_rows(request: InferRequest) -> int:
     """The rows of a request: the first dimension of its first input (1 for a scalar)."""
-    first = next(iter(request.inputs.values()), None)
-    return int(first.shape[0]) if first is not None and first.ndim else 1
+    for first in request.inputs.values():  # only the first
+        return len(first) if first.ndim else 1  # len: shape[0], without building the shape
+    return 1
 
 
-@dataclass
+@dataclass(slots=True)
 class _Duration:
     count: int = 0
     ns: int = 0
-
-    def add(self, count: int, ns: int) -> None:
-        self.count += count
-        self.ns += ns
 
     def frozen(self) -> StatDuration:
         return StatDuration(self.count, self.ns)
@@ -96,44 +94,49 @@ class InferenceStatistics(Observer):
         self._lock = threading.Lock()
         self._stats: dict[tuple[str, str], _VersionStats] = {}
 
-    def _entry(self, model: str, version: str) -> _VersionStats:
-        key = (model, version)
-        found = self._stats.get(key)
-        if found is None:
-            found = self._stats[key] = _VersionStats()
-        return found
-
     def on_infer(self, event: InferEvent) -> None:
         if not event.version or event.code == CANCELLED or event.route == SHADOW_ROUTE:
             return
         ns = _ns(event.latency_s)
         now_ms = int(self._clock.wall() * 1000)
-        rows = request_rows(event.request) if event.code == "OK" else 0
+        ok = event.code == "OK"
+        rows = request_rows(event.request) if ok else 0
+        key = (event.model, event.version)
         with self._lock:
-            entry = self._entry(event.model, event.version)
-            entry.last_inference_ms = max(entry.last_inference_ms, now_ms)
-            if event.code == "OK":
-                entry.success.add(1, ns)
-                entry.inference_count += rows
-            else:
-                entry.fail.add(1, ns)
+            entry = self._stats.get(key)
+            if entry is None:
+                entry = self._stats[key] = _VersionStats()
+            if now_ms > entry.last_inference_ms:
+                entry.last_inference_ms = now_ms
+            outcome = entry.success if ok else entry.fail
+            outcome.count += 1
+            outcome.ns += ns
+            entry.inference_count += rows
 
     def on_batch(self, event: BatchEvent) -> None:
         if event.failed:
             return  # its requests count as failures through on_infer
+        requests = event.requests
         waited = event.queue_wait_total_s
         if waited is None:
-            waited = event.queue_wait_s * event.requests
+            waited = event.queue_wait_s * requests
         infer_ns = _ns(event.infer_s)
+        wait_ns = _ns(waited)
+        key = (event.model, event.version)
         with self._lock:
-            entry = self._entry(event.model, event.version)
+            entry = self._stats.get(key)
+            if entry is None:
+                entry = self._stats[key] = _VersionStats()
             entry.execution_count += 1
-            entry.queue.add(event.requests, _ns(waited))
-            entry.compute.add(event.requests, infer_ns * event.requests)
+            entry.queue.count += requests
+            entry.queue.ns += wait_ns
+            entry.compute.count += requests
+            entry.compute.ns += infer_ns * requests
             run = entry.batches.get(event.rows)
             if run is None:
                 run = entry.batches[event.rows] = _Duration()
-            run.add(1, infer_ns)
+            run.count += 1
+            run.ns += infer_ns
 
     def versions(self, model: str) -> list[str]:
         """The versions of ``model`` with any counts in this process."""

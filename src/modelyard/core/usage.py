@@ -44,6 +44,9 @@ class UsageRecorder(Observer):
         # (model, version) -> [requests, last request wall time] since the last flush
         self._pending: dict[tuple[str, str], list[float]] = {}
         self._first: dict[CacheKey, float] = {}
+        # (model, version) of successful requests already checked against _first since the
+        # last load: their later requests skip building a CacheKey. Emptied on every load.
+        self._first_checked: set[tuple[str, str]] = set()
         self.flushed_rows = 0
 
     # ---- hot path ------------------------------------------------------------------------------
@@ -59,15 +62,26 @@ class UsageRecorder(Observer):
             else:
                 counts[0] += 1
                 counts[1] = now
-        if event.code == "OK" and event.version.isdigit():
-            first = CacheKey(event.model, int(event.version))
-            if first not in self._first:
-                self._first[first] = event.latency_s
+        if event.code == "OK" and key not in self._first_checked:
+            self._note_first(key, event.latency_s)
+
+    def _note_first(self, key: tuple[str, str], latency_s: float) -> None:
+        """A successful request of ``key``, the first since the last load of any version:
+        its latency is the cold start when its version has none recorded yet."""
+        model, version = key
+        with self._lock:  # against on_cache, so that _first_checked never outlives a load
+            if version.isdigit():
+                first = CacheKey(model, int(version))
+                if first not in self._first:
+                    self._first[first] = latency_s
+            self._first_checked.add(key)
 
     def on_cache(self, event: CacheEvent) -> None:
         if event.kind == "load" and event.version.isdigit():
             # A (re)loaded version: its next request is a cold start again.
-            self._first.pop(CacheKey(event.model, int(event.version)), None)
+            with self._lock:
+                self._first.pop(CacheKey(event.model, int(event.version)), None)
+                self._first_checked.clear()
 
     # ---- cold starts ---------------------------------------------------------------------------
     def first_request_s(self, key: CacheKey) -> float | None:

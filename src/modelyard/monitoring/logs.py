@@ -46,6 +46,11 @@ def parse_level(value: str, field: str) -> int:
     return level
 
 
+#: ``".000Z"`` ... ``".999Z"``: the millisecond tails of timestamps, formatted once (a format
+#: spec per line costs more than the rest of the timestamp).
+_MILLIS = tuple(f".{ms:03d}Z" for ms in range(1000))
+
+
 class _Timestamps:
     """ISO 8601 UTC timestamps; the formatted second is reused within that second."""
 
@@ -60,7 +65,10 @@ class _Timestamps:
         if second != self._second:
             self._second = second
             self._prefix = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(second))
-        return f"{self._prefix}.{int((created - second) * 1000):03d}Z"
+        ms = int((created - second) * 1000)
+        if 0 <= ms < 1000:
+            return self._prefix + _MILLIS[ms]
+        return f"{self._prefix}.{ms:03d}Z"  # negative before 1970 (int() truncates towards 0)
 
 
 class JsonFormatter(logging.Formatter):
@@ -87,9 +95,8 @@ class JsonFormatter(logging.Formatter):
             "level": level.lower(),
             "logger": name,
             "message": message,
+            **fields,
         }
-        if fields:
-            doc.update(fields)
         return orjson.dumps(doc, default=str).decode()
 
 

@@ -56,7 +56,7 @@ def bucket_of(latency_s: float) -> int:
     if not latency_s > MIN_LATENCY_S:  # also catches NaN
         return 0
     index = math.ceil(math.log2(latency_s / MIN_LATENCY_S) * BUCKETS_PER_DOUBLING)
-    return min(index, MAX_BUCKET)
+    return index if index < MAX_BUCKET else MAX_BUCKET
 
 
 def bucket_upper(index: int) -> float:
@@ -184,7 +184,9 @@ class RouteStats:
             return
         self.requests += 1
         if code == "OK":
-            self.latency.add(latency_s)
+            counts = self.latency.counts  # Histogram.add, inlined: once per request
+            bucket = bucket_of(latency_s)
+            counts[bucket] = counts.get(bucket, 0) + 1
             self.latency_sum_s += latency_s
         else:
             self.errors[code] = self.errors.get(code, 0) + 1
@@ -293,15 +295,29 @@ class StatsCollector(Observer):
         self._max_pending = max_pending_intervals
         self._lock = threading.Lock()
         self._intervals: dict[float, dict[StatsKey, RouteStats]] = {}
+        # The interval the hot path last counted in: its index (wall // interval_s) and start.
+        self._index: int | None = None
+        self._start = 0.0
         #: Intervals dropped because the registry could not take them for too long.
         self.dropped_intervals = 0
 
     def interval_start(self, wall: float) -> float:
         return round(math.floor(wall / self.interval_s) * self.interval_s, 6)
 
+    def _current_start(self) -> float:
+        """``interval_start`` of the wall clock now. Callers hold self._lock.
+
+        Same value as :meth:`interval_start`, but the start is only computed (rounded, which
+        costs more than the rest of counting a request) when the interval index changes."""
+        index = math.floor(self._clock.wall() / self.interval_s)
+        if index != self._index:
+            self._index = index
+            self._start = round(index * self.interval_s, 6)
+        return self._start
+
     def _stats(self, key: StatsKey) -> RouteStats:
         # Callers hold self._lock.
-        start = self.interval_start(self._clock.wall())
+        start = self._current_start()
         bucket = self._intervals.get(start)
         if bucket is None:
             bucket = self._intervals[start] = {}

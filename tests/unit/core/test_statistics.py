@@ -148,6 +148,25 @@ def test_negative_durations_from_a_stepped_clock_count_as_zero(
     assert stats.get("m", "1").success == StatDuration(1, 0)
 
 
+def test_durations_round_to_the_nearest_nanosecond(stats: InferenceStatistics) -> None:
+    stats.on_infer(event(latency_s=1.6e-9))
+    stats.on_infer(event(latency_s=1.4e-9))
+    stats.on_batch(batch(1, 1, 2.7e-9, queue_wait_total_s=0.6e-9))
+    got = stats.get("m", "1")
+    assert got.success == StatDuration(2, 3)
+    assert (got.compute_infer, got.queue) == (StatDuration(1, 3), StatDuration(1, 1))
+
+
+def test_last_inference_never_moves_back_when_the_wall_clock_does(
+    stats: InferenceStatistics, clock: FakeClock
+) -> None:
+    clock.advance(2.0)
+    stats.on_infer(event())
+    clock.advance(-1.0)
+    stats.on_infer(event("INTERNAL"))
+    assert stats.get("m", "1").last_inference_ms == 1_700_000_002_000
+
+
 @pytest.mark.parametrize(
     ("inputs", "rows"),
     [

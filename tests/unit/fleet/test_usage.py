@@ -92,6 +92,27 @@ def test_first_request_latency_resets_when_the_version_loads_again(
     assert rec.first_request_s(CacheKey("a", 1)) == 0.3
 
 
+def test_first_request_latency_per_version_and_after_every_load(
+    registry: Registry, clock: FakeClock
+) -> None:
+    rec = UsageRecorder(registry, clock=clock)
+    rec.on_infer(event("a", "1", latency=0.5))
+    rec.on_infer(event("a", "2", latency=0.7))
+    rec.on_infer(event("a", "latest", latency=0.9))  # not a version number: no cold start
+    rec.on_cache(CacheEvent("load", "a", "2"))  # another version reloads: "1" keeps its own
+    rec.on_infer(event("a", "1", latency=0.001))
+    rec.on_infer(event("a", "2", latency=0.2))
+    assert rec.first_request_s(CacheKey("a", 1)) == 0.5
+    assert rec.first_request_s(CacheKey("a", 2)) == 0.2
+    for _ in range(2):  # every load makes the next request a cold start again
+        rec.on_cache(CacheEvent("load", "a", "1"))
+        assert rec.first_request_s(CacheKey("a", 1)) is None
+        rec.on_infer(event("a", "1", latency=0.25))
+        rec.on_infer(event("a", "1", latency=0.125))
+        assert rec.first_request_s(CacheKey("a", 1)) == 0.25
+    assert rec.pending()[("a", "1")][0] == 6
+
+
 def test_idle_versions(registry: Registry, clock: FakeClock) -> None:
     registry.push(FakeModel(), name="busy", alias="production")
     registry.push(FakeModel(), name="quiet", alias="production")

@@ -6,6 +6,7 @@ import io
 import json
 import logging
 import sys
+import time
 from collections.abc import Iterator
 from typing import Any
 
@@ -74,6 +75,29 @@ def test_json_lines_have_timestamp_level_logger_message_and_fields() -> None:
         "message": "hello x",
         "model": "m",
     }
+
+
+def test_json_line_bytes_keep_the_base_keys_first_and_let_fields_override() -> None:
+    line = JsonFormatter().line(1_700_000_000.5, "INFO", "x", "m", {"message": "y", "n": 1.5})
+    assert line == (
+        '{"ts":"2023-11-14T22:13:20.500Z","level":"info","logger":"x","message":"y","n":1.5}'
+    )
+
+
+def test_timestamps_truncate_to_milliseconds_in_any_order_of_seconds() -> None:
+    def expected(created: float) -> str:  # the definition: UTC second, then truncated millis
+        second = int(created)
+        prefix = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(second))
+        return f"{prefix}.{int((created - second) * 1000):03d}Z"
+
+    base = 1_700_000_000.0
+    times = [base, base + 0.0005, base + 0.999, base + 0.9999999, base + 1.25, base + 0.5]
+    times += [base + k * 0.0371 for k in range(100)] + [0.0, 0.001, 12.5, -0.5, -1.25]
+    formatter = JsonFormatter()
+    for created in times:
+        ts = json.loads(formatter.line(created, "INFO", "x", "m", {}))["ts"]
+        assert ts == expected(created), created
+    assert expected(base + 0.999) == "2023-11-14T22:13:20.999Z"
 
 
 def test_json_lines_carry_the_traceback() -> None:

@@ -190,6 +190,48 @@ def test_collector_keys_and_intervals(clock: FakeClock) -> None:
     assert c.take(everything=True) == []
 
 
+def test_requests_move_to_the_next_interval_exactly_at_its_boundary() -> None:
+    clock = FakeClock(start=0.0, wall_start=WALL0)
+    c = StatsCollector(interval_s=10, replica="r", clock=clock)
+    clock.advance(9.75)
+    c.on_infer(event())  # the last moment of [WALL0, WALL0 + 10)
+    clock.advance(0.25)
+    c.on_infer(event())  # the first of the next interval
+    c.on_infer(event())
+    clock.advance(-0.25)  # the wall clock stepped back: counted where it now reads
+    c.on_infer(event())
+    got = {r.interval_start: r.stats.requests for r in c.take(everything=True)}
+    assert got == {WALL0: 2, WALL0 + 10: 2}
+
+
+def test_counted_intervals_are_those_interval_start_names() -> None:
+    clock = FakeClock(start=0.0, wall_start=WALL0 + 0.05)
+    c = StatsCollector(interval_s=0.1, replica="r", clock=clock)
+    expected: dict[float, int] = {}
+    for _ in range(200):  # steps that are no multiple of the interval, nor exact in binary
+        clock.advance(0.037)
+        start = c.interval_start(clock.wall())
+        expected[start] = expected.get(start, 0) + 1
+        c.on_infer(event())
+    got = {r.interval_start: r.stats.requests for r in c.take(everything=True)}
+    assert got == expected
+
+
+def test_requests_after_a_take_in_the_same_interval_are_kept(clock: FakeClock) -> None:
+    c = StatsCollector(interval_s=10, replica="r", clock=clock)
+    c.on_infer(event())
+    assert [r.stats.requests for r in c.take(everything=True)] == [1]
+    c.on_infer(event())  # same interval: a fresh row, not the one already taken
+    c.on_infer(event(code="INTERNAL"))
+    (row,) = c.take(everything=True)
+    assert (row.interval_start, row.stats.requests, row.stats.errors) == (
+        WALL0,
+        2,
+        {"INTERNAL": 1},
+    )
+    assert row.stats.latency.total == 1
+
+
 def test_cancelled_calls_are_extra_load_not_requests(clock: FakeClock) -> None:
     c = StatsCollector(interval_s=10, replica="r1", clock=clock)
     c.on_infer(event(code="CANCELLED"))  # e.g. the losing copy of a hedged request
