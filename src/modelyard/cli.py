@@ -10,7 +10,7 @@ from __future__ import annotations
 import sys
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any, TypeVar, get_args
 
 import click
 import orjson
@@ -28,7 +28,7 @@ from modelyard.cli_common import (
     when,
 )
 from modelyard.errors import InvalidInputError, ModelYardError
-from modelyard.settings import ENV_PREFIX, use_config_file
+from modelyard.settings import ENV_PREFIX, Settings, use_config_file
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -64,6 +64,12 @@ def main() -> None:
 @click.option("--grpc-port", type=int, default=None, help=help_for("grpc_port"))
 @click.option("--workers", type=int, default=None, help=help_for("workers"))
 @click.option(
+    "--http-server",
+    type=click.Choice(get_args(Settings.model_fields["http_server"].annotation)),
+    default=None,
+    help=help_for("http_server"),
+)
+@click.option(
     "--preload", metavar="A,B", default=None, help=help_for("preload", "Comma-separated. ")
 )
 @click.option("--demo", is_flag=True, default=None, help=help_for("demo"))
@@ -79,6 +85,7 @@ def serve(
     http_port: int | None,
     grpc_port: int | None,
     workers: int | None,
+    http_server: str | None,
     preload: str | None,
     demo: bool | None,
     config: Path | None,
@@ -92,6 +99,7 @@ def serve(
         http_port=http_port,
         grpc_port=grpc_port,
         workers=workers,
+        http_server=http_server,
         preload=None if preload is None else tuple(p for p in preload.split(",") if p.strip()),
         demo=demo,
     )

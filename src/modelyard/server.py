@@ -1,4 +1,5 @@
-"""One server process: REST (uvicorn) and gRPC on one asyncio loop, with a graceful life cycle.
+"""One server process: REST (uvicorn or granian: :mod:`modelyard.http_server`) and gRPC on one
+asyncio loop, with a graceful life cycle.
 
 Start: bind both ports (live from then on) -> create demo models if asked -> load and warm the
 preload models -> ready. SIGTERM/SIGINT: readiness turns false, both servers stop accepting,
@@ -8,20 +9,18 @@ in-flight requests finish (up to ``drain_timeout_s``), models are unloaded, exit
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import os
 import signal
 import socket
 import sys
-from collections.abc import Awaitable, Callable, Generator
+from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING
-
-import uvicorn
 
 from modelyard.app import App, build_app
 from modelyard.core.model_cache import CacheKey
 from modelyard.errors import ModelYardError
+from modelyard.http_server import HttpServer, check_http_server, create_http_server
 from modelyard.settings import Settings
 
 if TYPE_CHECKING:
@@ -30,14 +29,6 @@ if TYPE_CHECKING:
     from modelyard.frontends.rest import RestApp
 
 log = logging.getLogger("modelyard.server")
-
-
-class _UvicornServer(uvicorn.Server):
-    """uvicorn without its own signal handling: this module coordinates shutdown."""
-
-    @contextlib.contextmanager
-    def capture_signals(self) -> Generator[None, None, None]:
-        yield
 
 
 def bind_socket(
@@ -113,20 +104,10 @@ async def _housekeeping(app: App) -> None:
 
 async def _start_frontends(
     app: App, rest: RestApp, http_sock: socket.socket
-) -> tuple[_UvicornServer, asyncio.Task[None], grpc.aio.Server | None]:
+) -> tuple[HttpServer, grpc.aio.Server | None]:
     settings = app.settings
-    config = uvicorn.Config(
-        rest,
-        lifespan="off",
-        log_config=None,  # uvicorn's loggers go through configure_logging's handler
-        log_level=None,
-        access_log=False,
-        timeout_graceful_shutdown=int(max(settings.drain_timeout_s, 1)),
-        limit_concurrency=None,
-        http="httptools",
-        loop="uvloop",
-    )
-    http = _UvicornServer(config)
+    http = create_http_server(settings, rest, http_sock)
+    http_port = http_sock.getsockname()[1]  # the HTTP server takes the socket over
     grpc_server = None
     grpc_port = -1
     if settings.grpc_port >= 0:
@@ -134,18 +115,13 @@ async def _start_frontends(
 
         grpc_server, grpc_port = create_grpc_server(app.dataplane, settings)
         await grpc_server.start()
-    http_task = asyncio.create_task(http.serve(sockets=[http_sock]))
-    # "listening" must mean it: uvicorn binds the socket in its startup, a few steps later.
-    while not http.started and not http_task.done():
-        await asyncio.sleep(0.005)
-    if http_task.done():
-        http_task.result()  # startup failed: raise its error
+    await http.start()
     print(
-        f"modelyard listening http={http_sock.getsockname()[1]} grpc={grpc_port} pid={os.getpid()}",
+        f"modelyard listening http={http_port} grpc={grpc_port} pid={os.getpid()}",
         file=sys.stderr,
         flush=True,
     )
-    return http, http_task, grpc_server
+    return http, grpc_server
 
 
 async def _until_preloaded(app: App, stop: asyncio.Event) -> bool:
@@ -198,9 +174,8 @@ async def serve_async(
         housekeeping.cancel()
         background.cancel()
         if frontends is not None:
-            http, http_task, grpc_server = frontends
-            http.should_exit = True
-            stops: list[Awaitable[None]] = [http_task]
+            http, grpc_server = frontends
+            stops: list[Awaitable[None]] = [http.stop()]
             if grpc_server is not None:
                 stops.append(grpc_server.stop(app.settings.drain_timeout_s))
             await asyncio.gather(*stops, return_exceptions=True)
@@ -211,6 +186,7 @@ async def serve_async(
 def run_server(settings: Settings, *, reuse_port: bool = False, worker_index: int = 0) -> int:
     """Run one server process (or, with ``workers > 1``, the supervisor of N of them).
     ``worker_index`` is this process's slot under a supervisor (0 when alone)."""
+    check_http_server(settings)  # before any worker starts: it would only be restarted
     configure_logging(settings)
     if settings.workers > 1:
         from modelyard.supervisor import Supervisor

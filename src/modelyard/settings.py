@@ -68,6 +68,12 @@ class Settings(BaseSettings):
         default=8081, ge=-1, le=65535, description="gRPC port (0 = pick one, -1 = no gRPC)."
     )
     workers: int = Field(default=1, ge=1, le=64, description="Server processes on the same ports.")
+    http_server: Literal["uvicorn", "granian"] = Field(
+        default="uvicorn",
+        description="HTTP server that runs the REST app on the server's event loop: uvicorn, or "
+        "granian (Rust HTTP/1.1; much lower tail latency at saturation; needs the "
+        "'modelyard[granian]' extra).",
+    )
     drain_timeout_s: float = Field(
         default=30.0, ge=0, description="On SIGTERM, how long in-flight requests may finish."
     )
