@@ -252,6 +252,11 @@ class StreamProcess:
             self.proc.send_signal(signal.SIGTERM)
         try:
             return self.proc.wait(timeout=60)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()  # never left running into the next test
+            self.proc.wait(timeout=30)
+            tail = self.log()[-4000:]
+            raise AssertionError(f"no exit 60 s after SIGTERM; log:\n{tail}") from None
         finally:
             self._file.close()
 

@@ -122,7 +122,7 @@ class StreamConsumer:
                 await asyncio.wait({*tasks, stopping}, return_when=asyncio.FIRST_COMPLETED)
                 continue
             try:
-                messages = await self.source.fetch(min(opts.batch, room), opts.poll_s)
+                messages = await self._fetch(min(opts.batch, room), stopping)
             except Exception as exc:  # a broker hiccup: the client reconnects, we back off
                 log.warning("stream: fetch from %s failed: %s", self.source.name, exc)
                 await self._pause(backoff.next())
@@ -135,6 +135,30 @@ class StreamConsumer:
             task = asyncio.create_task(self._settle(messages))
             tasks.add(task)
             task.add_done_callback(tasks.discard)
+
+    async def _fetch(self, room: int, stopping: asyncio.Task[Any]) -> list[Message]:
+        """One fetch, given up when the consumer stops or the fetch overstays ``poll_s`` by
+        ``fetch_grace_s`` (a broker client that never returns must not keep the consumer from
+        stopping, or stall it). A fetch given up returns nothing; what the broker had handed it
+        is not acknowledged, so it is delivered again."""
+        limit = self.options.poll_s + self.options.fetch_grace_s
+        fetch = asyncio.ensure_future(self.source.fetch(room, self.options.poll_s))
+        try:
+            done, _ = await asyncio.wait(
+                {fetch, stopping}, timeout=limit, return_when=asyncio.FIRST_COMPLETED
+            )
+        except asyncio.CancelledError:  # a hard stop
+            fetch.cancel()
+            raise
+        if fetch in done:
+            return fetch.result()
+        fetch.cancel()
+        await asyncio.wait({fetch}, timeout=1.0)  # not forever: it may ignore the cancel too
+        if fetch.done() and not fetch.cancelled():
+            fetch.exception()  # retrieved: nothing to report for a fetch given up
+        if stopping not in done:
+            raise TimeoutError(f"no answer within {limit:g} s")
+        return []
 
     async def _settle(self, messages: list[Message]) -> None:
         """Score, write and acknowledge one fetched batch."""

@@ -22,14 +22,17 @@ class StreamOptions:
     lag_interval_s: float = 10.0
     retry_initial_s: float = 0.05
     retry_max_s: float = 5.0
+    #: How long a fetch may overstay ``poll_s`` before it is given up and retried (a broker
+    #: client that never returns must not stall the consumer or keep it from stopping).
+    fetch_grace_s: float = 10.0
 
     def __post_init__(self) -> None:
         if self.max_in_flight < 1:
             raise InvalidInputError(f"--max-in-flight must be >= 1, got {self.max_in_flight}")
         if self.batch < 1:
             raise InvalidInputError(f"--batch must be >= 1, got {self.batch}")
-        if self.poll_s <= 0 or self.lag_interval_s <= 0:
-            raise InvalidInputError("poll_s and lag_interval_s must be > 0")
+        if self.poll_s <= 0 or self.lag_interval_s <= 0 or self.fetch_grace_s <= 0:
+            raise InvalidInputError("poll_s, lag_interval_s and fetch_grace_s must be > 0")
 
 
 @dataclass(slots=True)

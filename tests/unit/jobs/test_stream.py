@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from typing import Any
 
 import orjson
 import pytest
@@ -266,3 +267,65 @@ def test_a_registry_hiccup_while_resolving_the_signature_is_retried() -> None:
     asyncio.run(scenario())
     assert sorted(results(sink.bodies)) == list(range(4)) and dead.bodies == []
     assert c.stats.retried >= 1
+
+
+class HangingSource:
+    """A source whose fetch never returns for the first ``hangs`` calls (like a broker client
+    stuck on a lost reply), then answers from ``inner``."""
+
+    def __init__(self, inner: Any, hangs: int) -> None:
+        self.name = "hanging"
+        self.inner = inner
+        self.hangs = hangs
+        self.cancelled = 0
+
+    async def fetch(self, max_messages: int, wait_s: float) -> list[Any]:
+        if self.hangs > 0:
+            self.hangs -= 1
+            try:
+                await asyncio.Event().wait()  # forever
+            except asyncio.CancelledError:
+                self.cancelled += 1
+                raise
+        return list(await self.inner.fetch(max_messages, wait_s))
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.inner, name)
+
+
+def test_stop_is_not_held_up_by_a_fetch_that_never_returns() -> None:
+    async def scenario() -> None:
+        source, sink, dead = streams(0)
+        hanging = HangingSource(source.source(), hangs=1_000)
+        options = StreamOptions(**{**FAST, "fetch_grace_s": 3600.0})
+        c = StreamConsumer(FakeModel(), hanging, sink.sink(), dead.sink(), options=options)
+        task = asyncio.create_task(c.run())
+        await until(lambda: hanging.hangs < 1_000)  # the first fetch is stuck
+        c.stop()
+        stats = await asyncio.wait_for(task, 30)  # a bound for a broken build, not a sleep
+        assert stats.received == 0
+        assert hanging.cancelled == 1
+
+    asyncio.run(scenario())
+
+
+def test_a_fetch_that_overstays_its_grace_is_given_up_and_retried(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    async def scenario() -> None:
+        source, sink, dead = streams(5)
+        hanging = HangingSource(source.source(), hangs=2)
+        options = StreamOptions(**{**FAST, "fetch_grace_s": 0.01})
+        c = StreamConsumer(FakeModel(), hanging, sink.sink(), dead.sink(), options=options)
+        await run_until(c, lambda: len(source.acked()) == 5)
+        assert (hanging.hangs, hanging.cancelled) == (0, 2)
+        assert sorted(results(sink.bodies)) == list(range(5))
+
+    with caplog.at_level(logging.WARNING, logger="modelyard.stream"):
+        asyncio.run(scenario())
+    assert "no answer within" in caplog.text
+
+
+def test_fetch_grace_must_be_positive() -> None:
+    with pytest.raises(InvalidInputError, match="fetch_grace_s"):
+        StreamOptions(fetch_grace_s=0)
