@@ -68,6 +68,15 @@ class ServerProcess:
                 self.logged.wait(min(left, 0.1))
 
 
+def wait_until(condition: Callable[[], bool], what: str, timeout_s: float = 30.0) -> None:
+    """Poll ``condition`` until it holds; AssertionError naming ``what`` after ``timeout_s``."""
+    deadline = time.monotonic() + timeout_s
+    while not condition():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out waiting for {what}")
+        time.sleep(0.01)
+
+
 def start_server(
     registry: Path | str,
     *extra_args: str,

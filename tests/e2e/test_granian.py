@@ -14,8 +14,7 @@ import concurrent.futures
 import re
 import signal
 import socket
-import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
@@ -25,7 +24,7 @@ import tritonclient.grpc as grpcclient
 import tritonclient.http as httpclient
 
 from modelyard.registry.registry import Registry
-from tests.serverproc import ServerProcess, start_server
+from tests.serverproc import ServerProcess, start_server, wait_until
 from tests.slowmodel import SlowModel
 from tests.testmodels import simple_model
 
@@ -40,21 +39,6 @@ BODY = {
     ]
 }
 _READY = re.compile(r"modelyard ready pid=(\d+)")
-
-
-def wait_until(condition: Callable[[], bool], what: str, timeout_s: float = WAIT_S) -> None:
-    deadline = time.monotonic() + timeout_s
-    while not condition():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out waiting for {what}")
-        time.sleep(0.01)
-
-
-@pytest.fixture
-def gates(tmp_path: Path) -> Path:
-    path = tmp_path / "gates"
-    path.mkdir()
-    return path
 
 
 @pytest.fixture

@@ -9,8 +9,7 @@ from __future__ import annotations
 
 import concurrent.futures
 import signal
-import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
@@ -19,27 +18,12 @@ import pytest
 import tritonclient.grpc as grpcclient
 
 from modelyard.registry.registry import Registry
-from tests.serverproc import ServerProcess, start_server
+from tests.serverproc import ServerProcess, start_server, wait_until
 from tests.slowmodel import SlowModel
 
 pytestmark = pytest.mark.e2e
 
 WAIT_S = 30.0
-
-
-def wait_until(condition: Callable[[], bool], what: str, timeout_s: float = WAIT_S) -> None:
-    deadline = time.monotonic() + timeout_s
-    while not condition():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out waiting for {what}")
-        time.sleep(0.01)
-
-
-@pytest.fixture
-def gates(tmp_path: Path) -> Path:
-    path = tmp_path / "gates"
-    path.mkdir()
-    return path
 
 
 @pytest.fixture
