@@ -181,6 +181,18 @@ class ModelYardBatching(ModelYard):
     batching = {"max_batch_size": 32, "max_wait_us": 1000}  # noqa: RUF012 - read-only
 
 
+class ModelYardGranian(ModelYard):
+    """ModelYard served by granian's embedded server (``--http-server granian``)."""
+
+    name = "modelyard-granian"
+
+    def command(self) -> list[str]:
+        return [*super().command(), "--http-server", "granian"]
+
+    def versions(self) -> dict[str, str]:
+        return {**super().versions(), "granian": _version("granian")}
+
+
 class MLServerSklearn(System):
     """MLServer with its scikit-learn runtime on the same fitted estimator (joblib)."""
 
@@ -287,6 +299,7 @@ ALL: tuple[type[System], ...] = (
     BaselineGranian,
     ModelYard,
     ModelYardBatching,
+    ModelYardGranian,
     MLServerOnnx,
     MLServerSklearn,
     BentoML,
