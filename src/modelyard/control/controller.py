@@ -119,27 +119,49 @@ def judge(
     requests in the window (else the baseline stored at the last step change)."""
     rollout = spec.rollout
     assert rollout is not None
+    candidate = candidate_stats(spec, state, rows)
     cand_model, cand_version = rollout.candidate.model, state.candidate_version
-    # Version 0: the candidate failed before its version was known (e.g. it would not resolve).
-    candidate = merge_rows(
-        r
-        for r in rows
-        if r.route == CANDIDATE_ROUTE and r.model == cand_model and r.version in (cand_version, 0)
-    )
     shadow = merge_rows(
         r
         for r in rows
         if r.route == SHADOW_ROUTE and r.model == cand_model and r.version == cand_version
     ).shadow
     agreement = None if shadow is None else Agreement(shadow.compared, shadow.agreed)
+    since_start = None if history is None else route_window(production_stats(spec, history))
     baseline = choose_baseline(
         route_window(production_stats(spec, rows)),
         state.baseline,
         rollout.gates.min_requests,
-        history=None if history is None else route_window(production_stats(spec, history)),
+        history=since_start,
     )
+    latency = None
+    if history is not None and baseline is since_start:
+        # Production since the rollout began: compare the candidate's p99 over that same
+        # stretch (its earlier steps ran beside production), not one step against another.
+        latency = route_window(candidate_stats(spec, state, history))
     held = policy.step_held(rollout, state, now)
-    return evaluate_gates(rollout.gates, route_window(candidate), baseline, agreement, held=held)
+    return evaluate_gates(
+        rollout.gates,
+        route_window(candidate),
+        baseline,
+        agreement,
+        held=held,
+        candidate_latency=latency,
+    )
+
+
+def candidate_stats(
+    spec: EndpointSpec, state: RolloutState, rows: Iterable[StatsRow]
+) -> RouteStats:
+    """The candidate route's rows of the candidate's version, merged."""
+    assert spec.rollout is not None
+    model, version = spec.rollout.candidate.model, state.candidate_version
+    # Version 0: the candidate failed before its version was known (e.g. it would not resolve).
+    return merge_rows(
+        r
+        for r in rows
+        if r.route == CANDIDATE_ROUTE and r.model == model and r.version in (version, 0)
+    )
 
 
 class Controller:

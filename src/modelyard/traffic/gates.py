@@ -119,6 +119,7 @@ def evaluate_gates(
     agreement: Agreement | None = None,
     *,
     held: bool = True,
+    candidate_latency: RouteWindow | None = None,
 ) -> GateReport:
     """Judge the candidate against production in the same window.
 
@@ -127,12 +128,15 @@ def evaluate_gates(
     allowed delta even if every remaining request up to ``min_requests`` succeeded. ``held``:
     the step has held for its ``hold_s`` (the window is complete), so the p99 ratio is judged;
     before that a p99 over the limit fails only on the median (see the module's text).
+    ``candidate_latency``: the candidate over the same longer span as ``baseline`` when that is
+    production since the rollout began (a step where production has too few requests of its
+    own), so that the p99s compared cover the same stretch of time.
     """
     enough = candidate.requests >= gates.min_requests and baseline.requests >= gates.min_requests
     checks = [
         _min_requests_check(gates, candidate, baseline),
         _error_rate_check(gates, candidate, baseline, judged=enough),
-        _p99_check(gates, candidate, baseline, judged=enough, held=held),
+        _p99_check(gates, candidate, baseline, candidate_latency, judged=enough, held=held),
     ]
     if gates.min_agreement is not None:
         checks.append(_agreement_check(gates.min_agreement, gates.min_requests, agreement))
@@ -180,15 +184,23 @@ def _error_rate_check(
 
 
 def _p99_check(
-    gates: Gates, candidate: RouteWindow, baseline: RouteWindow, *, judged: bool, held: bool
+    gates: Gates,
+    window: RouteWindow,
+    baseline: RouteWindow,
+    longer: RouteWindow | None,
+    *,
+    judged: bool,
+    held: bool,
 ) -> Check:
     limit = gates.max_p99_ratio
+    candidate = window if longer is None else longer
     if not judged or not candidate.p99_s or not baseline.p99_s:
         return Check("p99_ratio", Verdict.WAIT, None, limit, "p99 latency: not enough requests")
     ratio = candidate.p99_s / baseline.p99_s
+    span = "" if longer is None else " since the rollout began"
     detail = (
-        f"p99 latency {candidate.p99_s * 1e3:.1f} ms vs production {baseline.p99_s * 1e3:.1f} ms "
-        f"(ratio {ratio:.2f}, max {limit:g})"
+        f"p99 latency {candidate.p99_s * 1e3:.1f} ms vs production {baseline.p99_s * 1e3:.1f} ms"
+        f"{span} (ratio {ratio:.2f}, max {limit:g})"
     )
     if ratio <= limit:
         return Check("p99_ratio", Verdict.PASS, ratio, limit, detail)

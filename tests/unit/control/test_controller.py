@@ -4,6 +4,8 @@ overwrites an operator's decision."""
 
 from __future__ import annotations
 
+from typing import Any
+
 import pytest
 
 from modelyard.control import lease
@@ -153,28 +155,51 @@ def test_a_step_whose_p99_stays_over_the_limit_rolls_back_when_it_has_held(env: 
     assert "p99 latency 202.1 ms vs production 10.6 ms (ratio 19.03" in state.reason
 
 
-def test_the_full_step_judges_against_production_over_the_whole_rollout(env: Env) -> None:
+def to_full_step(env: Env, production_stalls: tuple[int, int, int] = (0, 0, 0)) -> None:
+    """Start the rollout and pass its 20, 50 and 80 % steps (200 candidate and 400 production
+    requests each, ``production_stalls`` of those stalled), each interval inside its step."""
     env.controller.round()
-
-    def step(stalls: int) -> None:
+    for stalls in production_stalls:
         at = env.clock.wall() + INTERVAL + 1  # inside this step's window only
         env.stats(CANDIDATE_ROUTE, 2, requests=200, at=at)
         env.stats("stable", 1, requests=400, stalls=stalls, at=at)
         env.clock.advance(HOLD)
         env.controller.round()
+    assert env.state().weight == 100
 
-    # Production stalls at the 50 % step: over the rollout 20 of 1,200 (1.7 %), so its p99 is
-    # the stall, while the 80 % step alone (the window stored at the last change) has none.
-    for stalls in (0, 20, 0):
-        step(stalls)
-    state = env.state()
-    assert state.weight == 100 and state.baseline is not None
-    assert state.baseline.p99_s is not None and state.baseline.p99_s < 0.02
-    # At 100 % production gets nothing; the candidate stalls like production did (1.2 %).
-    env.stats(CANDIDATE_ROUTE, 2, requests=500, stalls=6, at=env.clock.wall() + INTERVAL + 1)
+
+def full_step(env: Env, **candidate: Any) -> Any:
+    """The 100 % step: only candidate requests, then a round once it has held."""
+    env.stats(CANDIDATE_ROUTE, 2, at=env.clock.wall() + INTERVAL + 1, **candidate)
     env.clock.advance(HOLD)
     env.controller.round()
-    assert env.state().status is Status.PROMOTED, env.state().reason
+    return env.state()
+
+
+def test_the_full_step_judges_against_production_over_the_whole_rollout(env: Env) -> None:
+    # Production stalls at the 50 % step: over the rollout 20 of 1,200 (1.7 %), so its p99 is
+    # the stall, while the 80 % step alone (the window stored at the last change) has none.
+    to_full_step(env, production_stalls=(0, 20, 0))
+    stored = env.state().baseline
+    assert stored is not None and stored.p99_s is not None and stored.p99_s < 0.02
+    # The candidate stalls like production did: 12 of its 1,100 requests since the start.
+    state = full_step(env, requests=500, stalls=12)
+    assert state.status is Status.PROMOTED, state.reason
+
+
+def test_a_stall_at_the_full_step_is_judged_with_the_candidates_earlier_steps(env: Env) -> None:
+    to_full_step(env)
+    # 6 stalls in the 100 % step's 500 requests (1.2 %) are 0.55 % of the candidate's 1,100
+    # since the rollout began, the stretch production's p99 is taken over.
+    state = full_step(env, requests=500, stalls=6)
+    assert state.status is Status.PROMOTED, state.reason
+
+
+def test_a_candidate_slow_at_full_traffic_rolls_back_at_the_full_step(env: Env) -> None:
+    to_full_step(env)
+    state = full_step(env, requests=500, latency_s=0.030)  # 3x production, every request
+    assert (state.status, state.step) == (Status.ROLLED_BACK, 3)
+    assert "since the rollout began (ratio 2.83" in state.reason
 
 
 def test_agreement_gate_uses_the_candidates_shadow(env: Env) -> None:
