@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Annotated, Any, Literal
 
 import yaml
-from pydantic import Field, field_validator
+from pydantic import AliasChoices, Field, field_validator
 from pydantic_settings import BaseSettings, NoDecode, PydanticBaseSettingsSource, SettingsConfigDict
 
 ENV_PREFIX = "MODELYARD_"
@@ -215,6 +215,12 @@ class Settings(BaseSettings):
         default=None,
         description="prometheus-client multiprocess directory (set by the supervisor for "
         "--workers N; default: a fresh temporary directory).",
+    )
+    prometheus_multiproc_dir: str | None = Field(
+        default=None,
+        validation_alias=AliasChoices("prometheus_multiproc_dir", "PROMETHEUS_MULTIPROC_DIR"),
+        description="prometheus-client's own PROMETHEUS_MULTIPROC_DIR, when the environment "
+        "already sets it: a metrics_dir that differs from it is refused.",
     )
     metrics_max_label_values: int = Field(
         default=200,

@@ -46,11 +46,11 @@ def threads_per_worker(workers: int, cpus: int | None = None) -> int:
 
 
 def _worker_main(settings_data: dict[str, Any], index: int) -> None:
-    if settings_data.get("metrics") and settings_data.get("metrics_dir"):
-        multiproc.enable(settings_data["metrics_dir"])  # before prometheus_client is imported
+    settings = Settings(**settings_data)
+    if settings.metrics and settings.metrics_dir:  # before prometheus_client is imported
+        multiproc.enable(settings.metrics_dir, settings.prometheus_multiproc_dir)
     from modelyard.server import run_server
 
-    settings = Settings(**settings_data)
     sys.exit(run_server(settings, reuse_port=True, worker_index=index))
 
 

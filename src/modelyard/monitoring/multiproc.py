@@ -20,6 +20,8 @@ from modelyard.errors import FailedPreconditionError
 log = logging.getLogger("modelyard.metrics")
 
 MULTIPROC_ENV = "PROMETHEUS_MULTIPROC_DIR"
+#: The directory :func:`enable` put this process's metric files in (None: not yet).
+_enabled: str | None = None
 
 
 def prepare_dir(path: str | None) -> tuple[str, bool]:
@@ -46,11 +48,13 @@ def remove_dir(path: str) -> None:
     shutil.rmtree(path, ignore_errors=True)
 
 
-def enable(path: str) -> None:
+def enable(path: str, inherited: str | None = None) -> None:
     """Put this process in multiprocess mode with files in ``path``. Call it before anything
     imports prometheus_client (the worker's entry point does); calling it later with the same
-    directory is harmless, with another one is an error."""
-    current = os.environ.get(MULTIPROC_ENV)
+    directory is harmless, with another one is an error. ``inherited``: the directory the
+    environment already named (``settings.prometheus_multiproc_dir``), which must be the same."""
+    global _enabled
+    current = _enabled or inherited
     if "prometheus_client" in sys.modules and not is_multiprocess():
         raise FailedPreconditionError(
             f"metrics_dir={path!r} needs prometheus_client's multiprocess mode, but it was "
@@ -60,7 +64,8 @@ def enable(path: str) -> None:
         raise FailedPreconditionError(
             f"metrics_dir={path!r} differs from {MULTIPROC_ENV}={current!r} already in use"
         )
-    os.environ[MULTIPROC_ENV] = path
+    os.environ[MULTIPROC_ENV] = path  # prometheus_client reads it at import
+    _enabled = path
 
 
 def is_multiprocess() -> bool:

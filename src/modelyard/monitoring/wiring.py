@@ -56,7 +56,8 @@ def install_metrics(app: App) -> None:
     ``app.extras["metrics"]`` is the :class:`~modelyard.monitoring.metrics.Metrics`: other
     features register their own metrics in its ``registry``."""
     if app.settings.metrics_dir is not None:
-        multiproc.enable(app.settings.metrics_dir)  # before prometheus_client's first import
+        # before prometheus_client's first import
+        multiproc.enable(app.settings.metrics_dir, app.settings.prometheus_multiproc_dir)
     from modelyard.monitoring.metrics import CONTENT_TYPE, Metrics, MetricsObserver
 
     metrics = Metrics(max_label_values=app.settings.metrics_max_label_values)
