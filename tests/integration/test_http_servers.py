@@ -68,6 +68,8 @@ def refused(port: int) -> bool:
         socket.create_connection(("127.0.0.1", port), timeout=WAIT_S).close()
     except ConnectionRefusedError:
         return True
+    except ConnectionResetError:
+        return False  # the listener is closing as we connect: ask again
     return False
 
 
