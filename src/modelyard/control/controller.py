@@ -85,19 +85,27 @@ def evaluate_window(
 ) -> WindowReport:
     """Merge every replica's stats since the current step began (intervals overlapping it)
     and judge them against the spec's gates at ``now``. When production has too few requests
-    in the step (the 100 % step), its stats since the rollout began are read as the baseline."""
+    in the step (the 100 % step), its stats since the rollout began are the baseline: the rows
+    before the step's window are read then, and only then (no row is read twice)."""
     rollout = spec.rollout
     assert rollout is not None
     since = state.step_started_at - interval_s
     rows = read_rows(registry, spec.name, since)
     history = None
     if (
-        production_stats(spec, rows).requests < rollout.gates.min_requests
-        and state.started_at < state.step_started_at
+        state.started_at < state.step_started_at
+        and production_requests(spec, rows) < rollout.gates.min_requests
     ):
-        history = read_rows(registry, spec.name, state.started_at - interval_s)
+        earlier = read_rows(registry, spec.name, state.started_at - interval_s, until=since)
+        history = earlier + rows
     report = judge(spec, state, rows, now=now, history=history)
     return WindowReport(spec.name, state, report, since)
+
+
+def production_requests(spec: EndpointSpec, rows: Iterable[StatsRow]) -> int:
+    """Requests the spec's own routes (production) answered or failed in ``rows``."""
+    production_routes = {route.name for route in spec.routes}
+    return sum(r.stats.requests for r in rows if r.route in production_routes and r.model)
 
 
 def production_stats(spec: EndpointSpec, rows: Iterable[StatsRow]) -> RouteStats:
@@ -115,8 +123,9 @@ def judge(
     history: list[StatsRow] | None = None,
 ) -> GateReport:
     """Pure: the gate report at ``now`` for ``rows`` (every replica, the step's window);
-    ``history``: rows since the rollout began, for a baseline when production has too few
-    requests in the window (else the baseline stored at the last step change)."""
+    ``history``: rows since the rollout began (the window's included), merged only when
+    production has too few requests in the window, for a baseline (else the baseline stored
+    at the last step change)."""
     rollout = spec.rollout
     assert rollout is not None
     candidate = candidate_stats(spec, state, rows)
@@ -127,12 +136,12 @@ def judge(
         if r.route == SHADOW_ROUTE and r.model == cand_model and r.version == cand_version
     ).shadow
     agreement = None if shadow is None else Agreement(shadow.compared, shadow.agreed)
-    since_start = None if history is None else route_window(production_stats(spec, history))
+    window = route_window(production_stats(spec, rows))
+    since_start = None
+    if history is not None and window.requests < rollout.gates.min_requests:
+        since_start = route_window(production_stats(spec, history))
     baseline = choose_baseline(
-        route_window(production_stats(spec, rows)),
-        state.baseline,
-        rollout.gates.min_requests,
-        history=since_start,
+        window, state.baseline, rollout.gates.min_requests, history=since_start
     )
     latency = None
     if history is not None and baseline is since_start:

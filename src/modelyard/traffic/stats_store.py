@@ -36,14 +36,18 @@ def write_rows(registry: Registry, rows: list[StatsRow], interval_s: float) -> N
             tx.execute(_UPSERT, params)
 
 
-def read_rows(registry: Registry, endpoint: str, since: float) -> list[StatsRow]:
-    """Rows of ``endpoint`` (every replica) for intervals starting after ``since``."""
+def read_rows(
+    registry: Registry, endpoint: str, since: float, until: float | None = None
+) -> list[StatsRow]:
+    """Rows of ``endpoint`` (every replica) for intervals starting after ``since`` (and not
+    after ``until``, if given), oldest first."""
+    bounds = "interval_start > ?" if until is None else "interval_start > ? AND interval_start <= ?"
+    params = (endpoint, since) if until is None else (endpoint, since, until)
     with registry.store.transaction(write=False) as tx:
         found = tx.execute(
             "SELECT replica, interval_start, endpoint, route, model, version, stats "
-            "FROM serving_stats WHERE endpoint = ? AND interval_start > ? "
-            "ORDER BY interval_start",
-            (endpoint, since),
+            f"FROM serving_stats WHERE endpoint = ? AND {bounds} ORDER BY interval_start",
+            params,
         ).rows
     return [
         StatsRow(

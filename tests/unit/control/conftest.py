@@ -10,14 +10,14 @@ from typing import Any
 
 import pytest
 
-from modelyard.control.controller import Controller
+from modelyard.control.controller import Controller, WindowReport
 from modelyard.control.store import list_events, load_rollout
 from modelyard.core.clock import FakeClock
 from modelyard.registry.endpoints import EndpointStore
 from modelyard.registry.registry import Registry
 from modelyard.traffic.rollout import CANDIDATE_ROUTE
 from modelyard.traffic.stats import RouteStats, StatsRow
-from modelyard.traffic.stats_store import write_rows
+from modelyard.traffic.stats_store import read_rows, write_rows
 from modelyard.types import Datatype
 from tests.testmodels import identity_model
 
@@ -100,3 +100,39 @@ def env(tmp_path: Path) -> Iterator[Env]:
     controller = Controller(registry, holder="c1", interval_s=1, stats_interval_s=INTERVAL)
     yield Env(registry, clock, controller, endpoints)
     registry.close()
+
+
+Read = tuple[float, float | None]
+
+
+@pytest.fixture
+def stats_reads(monkeypatch: pytest.MonkeyPatch) -> list[Read]:
+    """The ``(since, until)`` of every read of stats rows the controller makes."""
+    from modelyard.control import controller
+
+    reads: list[Read] = []
+
+    def counted(
+        registry: Registry, endpoint: str, since: float, until: float | None = None
+    ) -> list[StatsRow]:
+        reads.append((since, until))
+        return read_rows(registry, endpoint, since, until)
+
+    monkeypatch.setattr(controller, "read_rows", counted)
+    return reads
+
+
+@pytest.fixture
+def judged(monkeypatch: pytest.MonkeyPatch) -> list[WindowReport]:
+    """Every window the controller judges, in order."""
+    from modelyard.control import controller
+
+    reports: list[WindowReport] = []
+    real = controller.evaluate_window
+
+    def kept(*args: Any) -> WindowReport:
+        reports.append(real(*args))
+        return reports[-1]
+
+    monkeypatch.setattr(controller, "evaluate_window", kept)
+    return reports

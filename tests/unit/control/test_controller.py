@@ -9,7 +9,7 @@ from typing import Any
 import pytest
 
 from modelyard.control import lease
-from modelyard.control.controller import Controller, evaluate_window, operate
+from modelyard.control.controller import Controller, WindowReport, evaluate_window, operate
 from modelyard.control.rollout_view import RegistryRolloutView
 from modelyard.control.store import list_events, load_rollout
 from modelyard.errors import FailedPreconditionError, InvalidInputError, NotFoundError
@@ -18,7 +18,7 @@ from modelyard.traffic.gates import Verdict
 from modelyard.traffic.rollout import CANDIDATE_ROUTE, Status
 from modelyard.traffic.stats import SHADOW_ROUTE, RouteStats, StatsRow
 from modelyard.traffic.stats_store import write_rows
-from tests.unit.control.conftest import HOLD, INTERVAL, WALL0, Env, spec
+from tests.unit.control.conftest import HOLD, INTERVAL, WALL0, Env, Read, spec
 
 
 def test_first_round_starts_the_rollout(env: Env) -> None:
@@ -200,6 +200,44 @@ def test_a_candidate_slow_at_full_traffic_rolls_back_at_the_full_step(env: Env) 
     state = full_step(env, requests=500, latency_s=0.030)  # 3x production, every request
     assert (state.status, state.step) == (Status.ROLLED_BACK, 3)
     assert "since the rollout began (ratio 2.83" in state.reason
+
+
+def test_a_round_reads_each_row_once(
+    env: Env, stats_reads: list[Read], judged: list[WindowReport]
+) -> None:
+    # Three judged rounds where production has enough requests of its own: the step's window
+    # only, one read each.
+    to_full_step(env)
+    assert [until for _, until in stats_reads] == [None] * 3
+    # The full step: production since the rollout began is the baseline: the rows before the
+    # window are read too, up to where the window's read began.
+    del stats_reads[:]
+    state = full_step(env, requests=500, stalls=6)
+    assert state.status is Status.PROMOTED, state.reason
+    window = judged[-1]
+    assert window.since == state.step_started_at - INTERVAL > WALL0
+    assert stats_reads == [(window.since, None), (WALL0 - INTERVAL, window.since)]
+    # The candidate's requests of the window only; production's since the rollout began.
+    assert (window.report.candidate.requests, window.report.baseline.requests) == (500, 1200)
+
+
+def test_production_short_in_a_middle_step_is_judged_on_its_history(
+    env: Env, stats_reads: list[Read], judged: list[WindowReport]
+) -> None:
+    env.controller.round()
+    for production in (400, 50):  # the 50 % step gets too few production requests (< 100)
+        # The step's last interval: it starts where the next step's window begins (after).
+        at = env.clock.wall() + HOLD - INTERVAL
+        env.stats(CANDIDATE_ROUTE, 2, requests=200, at=at)
+        env.stats("stable", 1, requests=production, at=at)
+        env.clock.advance(HOLD)
+        env.controller.round()
+    assert (env.state().status, env.state().step) == (Status.RUNNING, 2), env.state().reason
+    since = WALL0 + HOLD - INTERVAL  # the 50 % step's window: from the first step's last one
+    assert stats_reads[-2:] == [(since, None), (WALL0 - INTERVAL, since)]
+    report = judged[-1].report
+    assert (report.candidate.requests, report.baseline.requests) == (200, 450)
+    assert report.verdict is Verdict.PASS
 
 
 def test_agreement_gate_uses_the_candidates_shadow(env: Env) -> None:
