@@ -250,7 +250,7 @@ class ModelStatistics:
     name: str
     version: str
     last_inference_ms: int = 0  # wall clock, milliseconds since the epoch; 0 = never
-    inference_count: int = 0  # rows of successful requests
+    inference_count: int = 0  # successful requests, each counted as its batch size (Triton's)
     execution_count: int = 0  # successful model executions (one per batch)
     success: StatDuration = StatDuration()
     fail: StatDuration = StatDuration()

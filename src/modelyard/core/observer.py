@@ -34,6 +34,11 @@ class InferEvent:
     request: InferRequest
     response: InferResponse | None
     ctx: RequestContext
+    #: What the request adds to the statistics extension's ``inference_count`` when it
+    #: succeeds, as Triton counts it: its rows (first dimension) when the version batches (its
+    #: configuration's ``max_batch_size`` > 0), else 1 (the model has no batch dimension).
+    #: Worked out where the version's batching is known; the dataplane gives 0 for a failure.
+    inferences: int = 1
 
 
 @dataclass(frozen=True, slots=True)

@@ -214,12 +214,13 @@ class ServingDataPlane(DataPlane):
         response: InferResponse | None = None
         code = "OK"
         version_served = ""
+        inferences = 0
         try:
             attributes = {"modelyard.model": name}
             with tracing.start_span(tracing.SPAN_DATAPLANE, ctx, attributes=attributes):
                 mv = await self._resolve(name, version, ctx)
                 version_served = str(mv.version)  # reported even when inference then fails
-                response = await self._infer(name, mv, request, ctx)
+                response, inferences = await self._infer(name, mv, request, ctx)
             return response
         except ModelYardError as exc:
             code = exc.code.value
@@ -243,6 +244,7 @@ class ServingDataPlane(DataPlane):
                     request=request,
                     response=response,
                     ctx=ctx,
+                    inferences=inferences,
                 )
             )
 
@@ -262,35 +264,50 @@ class ServingDataPlane(DataPlane):
 
     async def _infer(
         self, name: str, mv: ModelVersion, request: InferRequest, ctx: RequestContext
-    ) -> InferResponse:
+    ) -> tuple[InferResponse, int]:
+        """The response, and what the request counts for in the statistics' inference_count."""
         runtime_cls = self._runtime_class(mv.manifest.runtime)
+        signature = mv.manifest.signature
         inputs = validate_inputs(
-            mv.manifest.signature,
+            signature,
             request.inputs,
             decode_bytes=not runtime_cls.accepts_raw_bytes,
             max_elements=self._max_elements,
         )
+        # The rule behind the configuration's max_batch_size (> 0 exactly when batched). Triton
+        # counts each row of a batched model's request as an inference, and a request to a model
+        # without a batch dimension (max_batch_size 0) as one, whatever its first dimension.
+        rows: int | None = None
+        hints = mv.manifest.batching
+        if batching_enabled(hints.max_batch_size, (s.shape for s in signature.inputs)):
+            rows = next((a.shape[0] for a in inputs.values() if a.ndim), 0)
         async with self.cache.lease(CacheKey(mv.model, mv.version)) as runtime:
-            outputs = await self._predict(runtime, inputs, ctx, mv)
-        outputs = select_outputs(mv.manifest.signature, outputs, request.outputs)
-        return InferResponse(
+            outputs = await self._predict(runtime, inputs, ctx, mv, rows)
+        outputs = select_outputs(signature, outputs, request.outputs)
+        response = InferResponse(
             model_name=name,
             model_version=str(mv.version),
             outputs=encode_bytes_outputs(outputs),
             id=request.id,
         )
+        return response, 1 if rows is None else rows
 
     async def _predict(
-        self, runtime: Runtime, inputs: dict[str, Array], ctx: RequestContext, mv: ModelVersion
+        self,
+        runtime: Runtime,
+        inputs: dict[str, Array],
+        ctx: RequestContext,
+        mv: ModelVersion,
+        rows: int | None,
     ) -> dict[str, Array]:
+        """``rows``: the request's rows when the version batches, None when it does not."""
         self._check_deadline(ctx)
-        batcher = self._batcher_for(runtime, mv)
-        rows = next((a.shape[0] for a in inputs.values() if a.ndim), 0)
-        if batcher is not None and (rows == 0 or rows >= mv.manifest.batching.max_batch_size):
-            # A request that fills a batch by itself (a batch job's) gains nothing from the
-            # queue and may exceed its row limit; one with no rows would never fill or age a
-            # batch. Both run at once, like an unbatched model's.
-            batcher = None
+        batcher: Batcher | None = None
+        # A request that fills a batch by itself (a batch job's) gains nothing from the queue
+        # and may exceed its row limit; one with no rows would never fill or age a batch. Both
+        # run at once, like an unbatched model's.
+        if rows is not None and 0 < rows < mv.manifest.batching.max_batch_size:
+            batcher = self._batcher_for(runtime, mv)
         if batcher is None and run_inline(self._recent.get(runtime), self._inline_s):
             try:
                 return self._predict_unbatched(runtime, mv, self._clock.monotonic(), inputs)
@@ -352,14 +369,10 @@ class ServingDataPlane(DataPlane):
             log.exception("inference failed for %s", mv.ref)
             raise InferenceError(f"model '{mv.ref}' failed: {type(exc).__name__}: {exc}") from exc
 
-    def _batcher_for(self, runtime: Runtime, mv: ModelVersion) -> Batcher | None:
-        """The version's batcher when its manifest allows batching (max_batch_size > 1 and a
-        variable first dim on every input); one per loaded runtime instance."""
+    def _batcher_for(self, runtime: Runtime, mv: ModelVersion) -> Batcher:
+        """The batcher of a version whose manifest allows batching (``batching_enabled``: the
+        caller checks); one per loaded runtime instance."""
         hints = mv.manifest.batching
-        if not batching_enabled(
-            hints.max_batch_size, (s.shape for s in mv.manifest.signature.inputs)
-        ):
-            return None
         key = CacheKey(mv.model, mv.version)
         known = self._batchers.get(key)
         if known is not None and known[0] is runtime:

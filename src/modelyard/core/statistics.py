@@ -3,12 +3,19 @@
 An :class:`~modelyard.core.observer.Observer` that adds up, per (model, version):
 
 * from each finished request (``InferEvent``): ``success`` or ``fail`` (count, and the request's
-  latency in the serving core), ``inference_count`` (rows of successful requests: the first
-  dimension of the first input, 1 for a scalar) and ``last_inference`` (the wall clock when a
+  latency in the serving core), ``inference_count`` and ``last_inference`` (the wall clock when a
   request finished, successful or not, in milliseconds since the epoch);
-* from each model execution (``BatchEvent``) that succeeded: ``execution_count``, per request of
+* from each model execution (``BatchEvent``) that succeeded: ``execution_count`` (one per
+  ``predict`` call, however many requests the dynamic batcher merged into it), per request of
   the batch its ``queue`` wait and the batch's ``compute_infer`` time, and ``batch_stats`` per
   batch size (rows).
+
+``inference_count`` follows Triton: a successful request adds its batch size, in the terms of the
+configuration we report (``core/model_config.py``). A version that batches (``max_batch_size`` >
+0) adds the request's rows (a request of 64 rows: 64); one that does not (``max_batch_size`` 0:
+no batch dimension, the default) adds 1, whatever the first dimension. The dataplane, which knows
+the version's batching, works it out (``InferEvent.inferences``); failures add nothing, and
+answers from an endpoint's response cache never reach it (Triton leaves cache hits out too).
 
 Calls cancelled by the caller (code ``CANCELLED``: e.g. the losing copy of a hedged request) are
 neither successes nor failures. Requests that never resolved to a version (unknown model) and
@@ -27,7 +34,7 @@ from dataclasses import dataclass, field
 
 from modelyard.core.clock import SYSTEM_CLOCK, Clock
 from modelyard.core.observer import CANCELLED, SHADOW_ROUTE, BatchEvent, InferEvent, Observer
-from modelyard.types import BatchStatistics, InferRequest, ModelStatistics, StatDuration
+from modelyard.types import BatchStatistics, ModelStatistics, StatDuration
 
 _NS = 1_000_000_000
 
@@ -35,13 +42,6 @@ _NS = 1_000_000_000
 def _ns(seconds: float) -> int:
     ns = round(seconds * _NS)
     return ns if ns > 0 else 0
-
-
-def request_rows(request: InferRequest) -> int:
-    """The rows of a request: the first dimension of its first input (1 for a scalar)."""
-    for first in request.inputs.values():  # only the first
-        return len(first) if first.ndim else 1  # len: shape[0], without building the shape
-    return 1
 
 
 @dataclass(slots=True)
@@ -100,7 +100,7 @@ class InferenceStatistics(Observer):
         ns = _ns(event.latency_s)
         now_ms = int(self._clock.wall() * 1000)
         ok = event.code == "OK"
-        rows = request_rows(event.request) if ok else 0
+        inferences = event.inferences if ok else 0
         key = (event.model, event.version)
         with self._lock:
             entry = self._stats.get(key)
@@ -111,7 +111,7 @@ class InferenceStatistics(Observer):
             outcome = entry.success if ok else entry.fail
             outcome.count += 1
             outcome.ns += ns
-            entry.inference_count += rows
+            entry.inference_count += inferences
 
     def on_batch(self, event: BatchEvent) -> None:
         if event.failed:

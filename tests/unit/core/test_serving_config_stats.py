@@ -123,7 +123,8 @@ def test_successes_and_failures_through_the_dataplane(
     assert asyncio.run(run()) == [True] * 3 + [False] * 2
     (stats,) = asyncio.run(dataplane.model_statistics("simple"))
     assert (stats.success.count, stats.fail.count) == (3, 2)
-    assert stats.inference_count == 6  # 3 requests of 2 rows
+    # "simple" does not batch (max_batch_size 0): a request is one inference, whatever its rows.
+    assert stats.inference_count == 3
     assert stats.execution_count == 3
     assert stats.queue.count == stats.compute_infer.count == 3
     assert [(b.batch_size, b.compute_infer.count) for b in stats.batch_stats] == [(2, 3)]
@@ -165,6 +166,37 @@ def test_statistics_errors(
 ) -> None:
     with pytest.raises(error):
         asyncio.run(dataplane.model_statistics(name, version))
+
+
+@pytest.mark.parametrize(
+    ("name", "rows", "inferences"),
+    [
+        # Batching off (the default): max_batch_size 0, one inference per request.
+        ("simple", 1, 1),
+        ("simple", 5, 1),
+        # Batching on: max_batch_size 16, each row is an inference.
+        ("linear_batched", 1, 1),
+        ("linear_batched", 5, 5),  # through the batcher
+        ("linear_batched", 16, 16),  # fills a batch by itself: runs at once
+    ],
+)
+def test_inference_count_follows_the_reported_max_batch_size(
+    dataplane: ServingDataPlane, name: str, rows: int, inferences: int
+) -> None:
+    """Triton's rule, against the configuration we report: with max_batch_size 0 a request
+    counts once; with max_batch_size > 0 each of its rows counts. One execution either way."""
+    if name == "simple":
+        inputs = simple_inputs(rows)
+    else:
+        inputs = {"input": np.ones((rows, 20), dtype=np.float32)}
+    config = asyncio.run(dataplane.model_config(name))
+    assert (config.max_batch_size > 0) == (name == "linear_batched")
+
+    assert asyncio.run(call(dataplane, name, inputs))
+    assert asyncio.run(call(dataplane, name, inputs))
+    (stats,) = asyncio.run(dataplane.model_statistics(name))
+    assert (stats.success.count, stats.inference_count) == (2, 2 * inferences)
+    assert stats.execution_count == 2
 
 
 def test_batched_requests_share_executions(dataplane: ServingDataPlane) -> None:

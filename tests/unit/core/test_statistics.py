@@ -7,8 +7,8 @@ import pytest
 
 from modelyard.core.clock import FakeClock
 from modelyard.core.observer import CANCELLED, SHADOW_ROUTE, BatchEvent, InferEvent
-from modelyard.core.statistics import InferenceStatistics, request_rows
-from modelyard.types import Array, InferRequest, ModelStatistics, RequestContext, StatDuration
+from modelyard.core.statistics import InferenceStatistics
+from modelyard.types import InferRequest, ModelStatistics, RequestContext, StatDuration
 
 MS = 1_000_000  # ns
 
@@ -18,6 +18,7 @@ def event(
     *,
     latency_s: float = 0.002,
     rows: int = 1,
+    inferences: int = 1,
     model: str = "m",
     version: str = "1",
     route: str = "",
@@ -33,6 +34,7 @@ def event(
         request=request,
         response=None,
         ctx=RequestContext(),
+        inferences=inferences,
     )
 
 
@@ -56,12 +58,12 @@ def test_a_version_never_seen_is_all_zeros(stats: InferenceStatistics) -> None:
     assert stats.versions("m") == []
 
 
-def test_successes_count_requests_rows_and_latency(
+def test_successes_count_requests_inferences_and_latency(
     stats: InferenceStatistics, clock: FakeClock
 ) -> None:
-    stats.on_infer(event(latency_s=0.002, rows=4))
+    stats.on_infer(event(latency_s=0.002, rows=4, inferences=4))
     clock.advance(1.5)
-    stats.on_infer(event(latency_s=0.003, rows=1))
+    stats.on_infer(event(latency_s=0.003, rows=1, inferences=1))
     got = stats.get("m", "1")
     assert got.success == StatDuration(2, 5 * MS)
     assert got.fail == StatDuration()
@@ -75,12 +77,12 @@ def test_failures_count_in_fail_and_move_last_inference(
 ) -> None:
     stats.on_infer(event())
     clock.advance(2.0)
-    stats.on_infer(event("INVALID_ARGUMENT", latency_s=0.0005, rows=7))
+    stats.on_infer(event("INVALID_ARGUMENT", latency_s=0.0005, rows=7, inferences=7))
     stats.on_infer(event("INTERNAL", latency_s=0.001))
     got = stats.get("m", "1")
     assert got.success.count == 1
     assert got.fail == StatDuration(2, 1_500_000)
-    assert got.inference_count == 1  # rows of failed requests are not inferences
+    assert got.inference_count == 1  # failed requests are not inferences
     assert got.last_inference_ms == 1_700_000_002_000
 
 
@@ -168,13 +170,27 @@ def test_last_inference_never_moves_back_when_the_wall_clock_does(
 
 
 @pytest.mark.parametrize(
-    ("inputs", "rows"),
+    ("rows", "inferences", "counted"),
     [
-        ({"x": np.zeros((5, 2))}, 5),
-        ({"x": np.zeros((0, 2))}, 0),
-        ({"x": np.float32(3.0).reshape(())}, 1),  # a scalar is one row
-        ({}, 1),
+        # Batching off (configuration max_batch_size 0): one per request, whatever its rows.
+        (5, 1, 1),
+        (1, 1, 1),
+        (0, 1, 1),
+        # Batching on (max_batch_size > 0): the dataplane gives the request's rows.
+        (5, 5, 5),
+        (64, 64, 64),
+        (0, 0, 0),
     ],
 )
-def test_request_rows(inputs: dict[str, Array], rows: int) -> None:
-    assert request_rows(InferRequest(inputs=inputs)) == rows
+def test_inference_count_adds_what_the_dataplane_worked_out(
+    stats: InferenceStatistics, rows: int, inferences: int, counted: int
+) -> None:
+    """The observer trusts ``InferEvent.inferences``, not the request's first dimension."""
+    stats.on_infer(event(rows=rows, inferences=inferences))
+    assert stats.get("m", "1").inference_count == counted
+
+
+def test_an_event_that_says_nothing_counts_one_inference(stats: InferenceStatistics) -> None:
+    request = InferRequest(inputs={"x": np.zeros((5, 3), dtype=np.float32)})
+    stats.on_infer(InferEvent("m", "m", "1", "", "OK", 0.001, request, None, RequestContext()))
+    assert stats.get("m", "1").inference_count == 1
