@@ -7,6 +7,7 @@
 #   DURATION=2 WARMUP=0 bench/granian_vs_uvicorn.sh  # smoke run
 #
 # Env: DURATION, WARMUP (seconds), CONNECTIONS, MODEL (logreg | forest), PYTHON (default .venv/bin/python),
+# CONNECTION_CLOSE=1 (a new connection per request: wrk sends "Connection: close"),
 # SERVER_CPUS / CLIENT_CPUS (taskset lists, default 0 and 1 as bench/run.py; set both empty to
 # not pin). Needs wrk (apt-get install wrk), skl2onnx (dev extra) and granian (granian extra).
 # Run it on an otherwise idle machine: the numbers are only comparable within one run.
@@ -28,6 +29,8 @@ pin() {  # pin CPUS: the command prefix that runs on CPUS (none without taskset 
 }
 read -r -a SERVER_PIN <<<"$(pin "$SERVER_CPUS")"
 read -r -a CLIENT_PIN <<<"$(pin "$CLIENT_CPUS")"
+CLOSE_ARGS=()
+if [[ "${CONNECTION_CLOSE:-0}" == 1 ]]; then CLOSE_ARGS=(-H "Connection: close"); fi
 
 WORK="$(mktemp -d)"
 SERVER_PID=""
@@ -71,9 +74,9 @@ run_one() {  # run_one SERVER: start it, warm up, measure, stop; prints one resu
     port="$(grep -oE 'modelyard listening http=[0-9]+' "$log" | grep -oE '[0-9]+$')"
     local url="http://127.0.0.1:$port/v2/models/$MODEL/infer"
     if ((WARMUP > 0)); then
-        "${CLIENT_PIN[@]}" wrk -t1 -c"$CONNECTIONS" -d"${WARMUP}s" -s "$WORK/post.lua" "$url" >/dev/null
+        "${CLIENT_PIN[@]}" wrk -t1 -c"$CONNECTIONS" -d"${WARMUP}s" "${CLOSE_ARGS[@]}" -s "$WORK/post.lua" "$url" >/dev/null
     fi
-    "${CLIENT_PIN[@]}" wrk -t1 -c"$CONNECTIONS" -d"${DURATION}s" -s "$WORK/post.lua" "$url" \
+    "${CLIENT_PIN[@]}" wrk -t1 -c"$CONNECTIONS" -d"${DURATION}s" "${CLOSE_ARGS[@]}" -s "$WORK/post.lua" "$url" \
         >"$WORK/$server.wrk"
     kill -TERM "$SERVER_PID"; wait "$SERVER_PID" || { echo "$server exited with $?" >&2; exit 1; }
     SERVER_PID=""

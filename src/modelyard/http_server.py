@@ -19,6 +19,7 @@ import uvicorn
 
 from modelyard.errors import install_hint
 from modelyard.frontends.asgi import ASGIApp
+from modelyard.http_listener import BatchListener
 from modelyard.settings import Settings
 
 
@@ -52,11 +53,27 @@ def create_http_server(settings: Settings, app: ASGIApp, sock: socket.socket) ->
 
 
 class _UvicornServer(uvicorn.Server):
-    """uvicorn without its own signal handling: :mod:`modelyard.server` coordinates shutdown."""
+    """uvicorn without its own signal handling (:mod:`modelyard.server` coordinates shutdown),
+    accepting connections through :class:`~modelyard.http_listener.BatchListener`."""
 
     @contextlib.contextmanager
     def capture_signals(self) -> Generator[None, None, None]:
         yield
+
+    async def startup(self, sockets: list[socket.socket] | None = None) -> None:
+        """uvicorn's startup for given sockets and no lifespan, with the listener swapped."""
+        assert sockets is not None and self.config.lifespan == "off"
+        config = self.config
+
+        def create_protocol() -> asyncio.Protocol:
+            return config.http_protocol_class(  # type: ignore[call-arg]
+                config=config, server_state=self.server_state, app_state=self.lifespan.state
+            )
+
+        loop = asyncio.get_running_loop()
+        listeners = [BatchListener(loop, create_protocol, s, config.backlog) for s in sockets]
+        self.servers = listeners  # type: ignore[assignment]  # close() and wait_closed()
+        self.started = True
 
 
 class UvicornHttpServer:

@@ -71,8 +71,7 @@ class Settings(BaseSettings):
     http_server: Literal["uvicorn", "granian"] = Field(
         default="uvicorn",
         description="HTTP server that runs the REST app on the server's event loop: uvicorn, or "
-        "granian (Rust HTTP/1.1; much lower tail latency at saturation; needs the "
-        "'modelyard[granian]' extra).",
+        "granian (Rust HTTP/1.1; needs the 'modelyard[granian]' extra).",
     )
     drain_timeout_s: float = Field(
         default=30.0, ge=0, description="On SIGTERM, how long in-flight requests may finish."
