@@ -54,6 +54,9 @@ class BatchEvent:
     #: The waits of all ``requests`` added up (None: unknown, take ``queue_wait_s`` for each).
     queue_wait_total_s: float | None = None
     failed: bool = False  # predict raised: every request of the batch got the error
+    #: The version has a batch dimension (configuration ``max_batch_size`` > 0). Without one,
+    #: Triton's statistics count every execution as batch size 1, whatever ``rows`` is.
+    batch_dim: bool = True
 
 
 @dataclass(frozen=True, slots=True)

@@ -310,7 +310,8 @@ class ServingDataPlane(DataPlane):
             batcher = self._batcher_for(runtime, mv)
         if batcher is None and run_inline(self._recent.get(runtime), self._inline_s):
             try:
-                return self._predict_unbatched(runtime, mv, self._clock.monotonic(), inputs)
+                now = self._clock.monotonic()
+                return self._predict_unbatched(runtime, mv, now, inputs, rows is not None)
             except ModelYardError:
                 raise
             except Exception as exc:
@@ -322,7 +323,9 @@ class ServingDataPlane(DataPlane):
             loop = asyncio.get_running_loop()
             run = tracing.carry_context(self._predict_unbatched)
             enqueued = self._clock.monotonic()
-            fut = loop.run_in_executor(self._executor, run, runtime, mv, enqueued, inputs)
+            fut = loop.run_in_executor(
+                self._executor, run, runtime, mv, enqueued, inputs, rows is not None
+            )
             return await self._prediction(fut, ctx, mv)
         with tracing.start_span(tracing.SPAN_BATCHER, ctx):
             return await self._prediction(
@@ -330,9 +333,15 @@ class ServingDataPlane(DataPlane):
             )
 
     def _predict_unbatched(
-        self, runtime: Runtime, mv: ModelVersion, enqueued: float, inputs: dict[str, Array]
+        self,
+        runtime: Runtime,
+        mv: ModelVersion,
+        enqueued: float,
+        inputs: dict[str, Array],
+        batch_dim: bool,
     ) -> dict[str, Array]:
-        """On an inference thread: one ``predict``, reported to the observer as a batch."""
+        """On an inference thread: one ``predict``, reported to the observer as a batch;
+        ``batch_dim``: the version batches (its first dimension is a batch dimension)."""
         started = self._clock.monotonic()
         failed = True
         try:
@@ -347,7 +356,15 @@ class ServingDataPlane(DataPlane):
             self._recent[runtime] = ewma(self._recent.get(runtime), elapsed)
             waited = started - enqueued
             event = BatchEvent(
-                mv.model, str(mv.version), rows, 1, waited, elapsed, waited, failed=failed
+                mv.model,
+                str(mv.version),
+                rows,
+                1,
+                waited,
+                elapsed,
+                waited,
+                failed=failed,
+                batch_dim=batch_dim,
             )
             self.observer.on_batch(event)
 

@@ -8,7 +8,7 @@ An :class:`~modelyard.core.observer.Observer` that adds up, per (model, version)
 * from each model execution (``BatchEvent``) that succeeded: ``execution_count`` (one per
   ``predict`` call, however many requests the dynamic batcher merged into it), per request of
   the batch its ``queue`` wait and the batch's ``compute_infer`` time, and ``batch_stats`` per
-  batch size (rows).
+  batch size (rows; 1 for a version without a batch dimension, as Triton counts it).
 
 ``inference_count`` follows Triton: a successful request adds its batch size, in the terms of the
 configuration we report (``core/model_config.py``). A version that batches (``max_batch_size`` >
@@ -132,9 +132,10 @@ class InferenceStatistics(Observer):
             entry.queue.ns += wait_ns
             entry.compute.count += requests
             entry.compute.ns += infer_ns * requests
-            run = entry.batches.get(event.rows)
+            size = event.rows if event.batch_dim else 1
+            run = entry.batches.get(size)
             if run is None:
-                run = entry.batches[event.rows] = _Duration()
+                run = entry.batches[size] = _Duration()
             run.count += 1
             run.ns += infer_ns
 

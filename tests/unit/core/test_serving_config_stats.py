@@ -123,11 +123,12 @@ def test_successes_and_failures_through_the_dataplane(
     assert asyncio.run(run()) == [True] * 3 + [False] * 2
     (stats,) = asyncio.run(dataplane.model_statistics("simple"))
     assert (stats.success.count, stats.fail.count) == (3, 2)
-    # "simple" does not batch (max_batch_size 0): a request is one inference, whatever its rows.
+    # "simple" does not batch (max_batch_size 0): a request is one inference, and an execution
+    # of batch size 1, whatever its rows (2 here).
     assert stats.inference_count == 3
     assert stats.execution_count == 3
     assert stats.queue.count == stats.compute_infer.count == 3
-    assert [(b.batch_size, b.compute_infer.count) for b in stats.batch_stats] == [(2, 3)]
+    assert [(b.batch_size, b.compute_infer.count) for b in stats.batch_stats] == [(1, 3)]
     assert stats.last_inference_ms == 1_700_000_004_000
 
 
@@ -171,10 +172,11 @@ def test_statistics_errors(
 @pytest.mark.parametrize(
     ("name", "rows", "inferences"),
     [
-        # Batching off (the default): max_batch_size 0, one inference per request.
+        # Batching off (the default): max_batch_size 0, one inference per request, and each
+        # execution is of batch size 1.
         ("simple", 1, 1),
         ("simple", 5, 1),
-        # Batching on: max_batch_size 16, each row is an inference.
+        # Batching on: max_batch_size 16, each row is an inference and the batch size.
         ("linear_batched", 1, 1),
         ("linear_batched", 5, 5),  # through the batcher
         ("linear_batched", 16, 16),  # fills a batch by itself: runs at once
@@ -184,7 +186,8 @@ def test_inference_count_follows_the_reported_max_batch_size(
     dataplane: ServingDataPlane, name: str, rows: int, inferences: int
 ) -> None:
     """Triton's rule, against the configuration we report: with max_batch_size 0 a request
-    counts once; with max_batch_size > 0 each of its rows counts. One execution either way."""
+    counts once; with max_batch_size > 0 each of its rows counts. One execution either way,
+    listed in batch_stats under the same batch size."""
     if name == "simple":
         inputs = simple_inputs(rows)
     else:
@@ -197,6 +200,7 @@ def test_inference_count_follows_the_reported_max_batch_size(
     (stats,) = asyncio.run(dataplane.model_statistics(name))
     assert (stats.success.count, stats.inference_count) == (2, 2 * inferences)
     assert stats.execution_count == 2
+    assert [(b.batch_size, b.compute_infer.count) for b in stats.batch_stats] == [(inferences, 2)]
 
 
 def test_batched_requests_share_executions(dataplane: ServingDataPlane) -> None:
