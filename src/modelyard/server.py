@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING
 
 from modelyard.app import App, build_app
 from modelyard.core.model_cache import CacheKey
-from modelyard.errors import ModelYardError
+from modelyard.errors import ModelYardError, UnavailableError
 from modelyard.http_server import HttpServer, check_http_server, create_http_server
 from modelyard.settings import Settings
 
@@ -41,7 +41,13 @@ def bind_socket(
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     if reuse_port:
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
-    sock.bind((host, port))
+    try:
+        sock.bind((host, port))
+    except OSError as exc:
+        sock.close()
+        raise UnavailableError(
+            f"cannot bind the HTTP server to {host}:{port}: {exc.strerror or exc}"
+        ) from exc
     if listen:
         sock.listen(2048)
     sock.set_inheritable(True)
@@ -113,7 +119,9 @@ async def _start_frontends(
     if settings.grpc_port >= 0:
         from modelyard.frontends.grpc import create_grpc_server
 
-        grpc_server, grpc_port = create_grpc_server(app.dataplane, settings)
+        # Workers share the gRPC port exactly as they share the HTTP one (SO_REUSEPORT).
+        shared = bool(http_sock.getsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT))
+        grpc_server, grpc_port = create_grpc_server(app.dataplane, settings, reuse_port=shared)
         await grpc_server.start()
     await http.start()
     print(

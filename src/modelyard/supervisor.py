@@ -22,6 +22,7 @@ import threading
 from dataclasses import dataclass
 from typing import Any
 
+from modelyard.errors import UnavailableError
 from modelyard.monitoring import live_dir, multiproc
 from modelyard.settings import Settings
 
@@ -35,7 +36,11 @@ def reserve_port(host: str, port: int) -> tuple[socket.socket, int]:
     sock = socket.socket(family, socket.SOCK_STREAM)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
-    sock.bind((host, port))
+    try:
+        sock.bind((host, port))
+    except OSError as exc:
+        sock.close()
+        raise UnavailableError(f"cannot bind {host}:{port}: {exc.strerror or exc}") from exc
     return sock, sock.getsockname()[1]
 
 

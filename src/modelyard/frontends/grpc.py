@@ -309,10 +309,13 @@ def create_grpc_server(
     *,
     port: int | None = None,
     clock: Clock = SYSTEM_CLOCK,
+    reuse_port: bool = False,
 ) -> tuple[grpc.aio.Server, int]:
     """Build the gRPC server bound to ``settings.host`` and ``port`` (default
     ``settings.grpc_port``; 0 = any free port). Returns the server, not started, and the bound
     port. The caller starts and stops it (``await server.start()``, ``await server.stop(grace)``).
+    ``reuse_port``: share the port with other processes (the workers of ``serve --workers N``);
+    otherwise a port already in use is an error, as for HTTP (grpcio shares ports by default).
     """
     wanted = settings.grpc_port if port is None else port
     if not 0 <= wanted <= 65535:
@@ -321,6 +324,7 @@ def create_grpc_server(
         options=[
             ("grpc.max_receive_message_length", settings.max_request_bytes),
             ("grpc.max_send_message_length", _MAX_SEND_BYTES),
+            ("grpc.so_reuseport", int(reuse_port)),
         ]
     )
     server.add_generic_rpc_handlers(
