@@ -162,18 +162,59 @@ class EndpointStore:
         if spec.sticky_key is not None and not spec.sticky_key.strip():
             invalid.append("sticky_key: must not be empty")
         invalid += self._cascade_problems(spec)
-        for i, step in enumerate(spec.fallback.chain if spec.fallback else ()):
-            if step.kind == "static":
-                try:
-                    static_outputs(step, f"fallback.chain.{i}")
-                except InvalidInputError as exc:
-                    invalid.append(exc.message)
+        invalid += self._static_problems(spec)
         if invalid:
             raise InvalidInputError(
                 f"invalid endpoint {spec.name!r}: {'; '.join(invalid + missing)}"
             )
         if missing:
             raise NotFoundError(f"endpoint {spec.name!r}: {'; '.join(missing)}")
+
+    def _static_problems(self, spec: EndpointSpec) -> Problems:
+        """Static fallback answers must be well-formed tensors and, since clients get them in
+        place of the model's, outputs of the first route's model: same names, datatypes and
+        shapes (a variable dimension matches any size)."""
+        problems: Problems = []
+        steps = [
+            (i, step)
+            for i, step in enumerate(spec.fallback.chain if spec.fallback else ())
+            if step.kind == "static"
+        ]
+        if not steps:
+            return problems
+        route = spec.routes[0]
+        try:
+            mv = self.registry.resolve(route.model, route.version)
+            expected = {o.name: o for o in mv.manifest.signature.outputs}
+        except ModelYardError:
+            expected = {}  # reported with the routes; nothing to compare with
+        for i, step in steps:
+            where = f"fallback.chain.{i}"
+            try:
+                arrays = static_outputs(step, where)
+            except InvalidInputError as exc:
+                problems.append(exc.message)
+                continue
+            for name, array in arrays.items() if expected else ():
+                want = expected.get(name)
+                field = f"{where}.outputs.{name}"
+                if want is None:
+                    problems.append(
+                        f"{field}: {mv.ref} has no output {name!r} (its outputs: "
+                        f"{', '.join(sorted(expected))})"
+                    )
+                    continue
+                datatype = str((step.outputs or {})[name].get("datatype", "")).upper()
+                if datatype != want.datatype.value:
+                    problems.append(f"{field}.datatype: {mv.ref} answers {want.datatype.value}")
+                if len(array.shape) != len(want.shape) or any(
+                    w not in (-1, d) for w, d in zip(want.shape, array.shape, strict=True)
+                ):
+                    problems.append(
+                        f"{field}.shape: {list(array.shape)} does not fit {mv.ref}'s "
+                        f"{list(want.shape)}"
+                    )
+        return problems
 
     def _cascade_problems(self, spec: EndpointSpec) -> Problems:
         cascade = spec.cascade

@@ -13,6 +13,9 @@ from modelyard.registry.endpoints import EndpointNotFoundError, EndpointStore, s
 from modelyard.registry.registry import Registry
 from modelyard.traffic.spec import parse_spec
 
+_ZERO = {"datatype": "FP32", "shape": [1], "data": [0]}
+_ZERO_INT = {"datatype": "INT64", "shape": [1, 1], "data": [0]}
+
 
 def doc(**extra: Any) -> dict[str, Any]:
     base: dict[str, Any] = {
@@ -86,7 +89,7 @@ def test_spec_round_trips_through_the_registry(store: EndpointStore) -> None:
                 {"kind": "last_good"},
                 {
                     "kind": "static",
-                    "outputs": {"y": {"datatype": "FP32", "shape": [1], "data": [0]}},
+                    "outputs": {"OUTPUT0": {"datatype": "FP32", "shape": [1, 1], "data": [0]}},
                 },
             ],
         },
@@ -203,6 +206,19 @@ def test_unknown_models_are_not_found_and_name_the_field(
                 }
             },
             "fallback.chain.0.outputs.y.data",
+        ),
+        # A static answer stands in for the first route's model (ident: OUTPUT0 FP32 [-1, -1]).
+        (
+            {"fallback": {"chain": [{"kind": "static", "outputs": {"y": _ZERO}}]}},
+            "fallback.chain.0.outputs.y: ident:1 has no output 'y' (its outputs: OUTPUT0)",
+        ),
+        (
+            {"fallback": {"chain": [{"kind": "static", "outputs": {"OUTPUT0": _ZERO_INT}}]}},
+            "fallback.chain.0.outputs.OUTPUT0.datatype: ident:1 answers FP32",
+        ),
+        (
+            {"fallback": {"chain": [{"kind": "static", "outputs": {"OUTPUT0": _ZERO}}]}},
+            "fallback.chain.0.outputs.OUTPUT0.shape: [1] does not fit ident:1's [-1, -1]",
         ),
     ],
 )
