@@ -190,15 +190,20 @@ class EndpointSpec(_Spec):
     def _valid_name(cls, v: str) -> str:
         return _name(v, "endpoint name")
 
-    @model_validator(mode="after")
-    def _routes_consistent(self) -> EndpointSpec:
-        total = sum(r.weight for r in self.routes)
+    # A field validator, not a model one: its problems are reported with the other fields'.
+    @field_validator("routes")
+    @classmethod
+    def _routes_consistent(cls, routes: tuple[Route, ...]) -> tuple[Route, ...]:
+        problems = []
+        total = sum(r.weight for r in routes)
         if abs(total - 100.0) > 1e-6:
-            raise ValueError(f"route weights must sum to 100, got {total:g}")
-        names = [r.name for r in self.routes]
+            problems.append(f"route weights must sum to 100, got {total:g}")
+        names = [r.name for r in routes]
         if len(set(names)) != len(names):
-            raise ValueError(f"route names must be unique, got {names}")
-        return self
+            problems.append(f"route names must be unique, got {names}")
+        if problems:
+            raise ValueError("; ".join(problems))
+        return routes
 
 
 def parse_spec(data: Any) -> EndpointSpec:

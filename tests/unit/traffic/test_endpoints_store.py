@@ -243,6 +243,22 @@ def test_every_problem_is_listed_at_once(store: EndpointStore) -> None:
     assert "sticky_key" in message and "'nope'" in message and "'ghost'" in message
 
 
+def test_field_and_route_problems_are_listed_together(store: EndpointStore) -> None:
+    bad = doc(
+        routes=[
+            {"name": "a", "model": "ident", "weight": 60},
+            {"name": "a", "model": "ident", "weight": 50},
+        ],
+        timeout_ms=-5,
+        foo=1,
+    )
+    with pytest.raises(InvalidInputError) as info:
+        store.apply(bad)
+    message = info.value.message
+    for fragment in ("sum to 100, got 110", "route names must be unique", "timeout_ms", "foo"):
+        assert fragment in message, message
+
+
 def test_a_refused_apply_leaves_the_previous_revision(store: EndpointStore) -> None:
     store.apply(doc())
     seq = store.revision()
