@@ -24,7 +24,9 @@ from modelyard.cli_common import (
     help_for,
     load_cli_settings,
     open_registry,
+    pickle_flag_hint,
     registry_option,
+    warn_if_pickled,
     when,
 )
 from modelyard.errors import InvalidInputError, ModelYardError
@@ -52,7 +54,8 @@ def main() -> None:
     """ModelYard: serve many ML models from one registry and manage traffic between versions.
 
     Every command reads the registry named by --registry, else $MODELYARD_REGISTRY, else
-    ./.modelyard (created on first use).
+    ./.modelyard. Only commands that add to it (push, serve, mlflow import/sync/follow)
+    create a registry that does not exist yet; the others refuse it.
     """
 
 
@@ -145,7 +148,7 @@ def push(
     version of NAME; prints the new version, e.g. fraud:3."""
     meta = _parse_metadata(metadata)
     settings = load_cli_settings(registry=registry)
-    with open_registry(settings) as reg:
+    with open_registry(settings, create=True) as reg, pickle_flag_hint():
         version = reg.push(
             path,
             name=name,
@@ -154,6 +157,7 @@ def push(
             allow_pickle=True if allow_pickle else None,
         )
     click.echo(version.ref)
+    warn_if_pickled(version, settings)
 
 
 @main.command(short_help="List the models.")

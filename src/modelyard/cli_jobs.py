@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import click
 
-from modelyard.cli_common import load_cli_settings, registry_option
+from modelyard.cli_common import load_cli_settings, registry_option, require_registry
 from modelyard.errors import InvalidInputError
 
 
@@ -158,6 +158,8 @@ def batch(
         restart=restart,
         storage_options=s3_storage_options(settings),
     )
+    if not url:
+        require_registry(settings)
     scorer: Scorer = (
         RemoteScorer(url, name, ref, concurrency=in_flight)
         if url
@@ -268,6 +270,7 @@ def stream(
         metrics_port=metrics_port,
     )
     configure_logging(settings)
+    require_registry(settings)
     app = build_app(settings, features=False)
     try:
         stats = asyncio.run(run_stream(app, job))

@@ -8,7 +8,13 @@ from typing import TYPE_CHECKING, Any
 
 import click
 
-from modelyard.cli_common import help_for, load_cli_settings, open_registry, registry_option
+from modelyard.cli_common import (
+    help_for,
+    load_cli_settings,
+    open_registry,
+    pickle_flag_hint,
+    registry_option,
+)
 from modelyard.errors import ModelYardError
 from modelyard.registry.names import PRODUCTION
 from modelyard.registry.registry import Registry
@@ -64,7 +70,7 @@ def import_cmd(
 
     settings = load_cli_settings(registry=registry, mlflow_tracking_uri=tracking_uri)
     source = MlflowSource(settings.mlflow_tracking_uri)
-    with open_registry(settings) as reg:
+    with open_registry(settings, create=True) as reg, pickle_flag_hint():
         result = import_version(reg, source, uri, name=name, alias=alias, allow_pickle=allow_pickle)
     verb = "imported" if result.imported else "already imported"
     aliases = f" (aliases: {', '.join(result.version.aliases)})" if result.version.aliases else ""
@@ -103,9 +109,10 @@ def sync_cmd(
     ref = parse_ref(uri)
     settings = load_cli_settings(registry=registry, mlflow_tracking_uri=tracking_uri)
     source = MlflowSource(settings.mlflow_tracking_uri)
-    with open_registry(settings) as reg:
+    with open_registry(settings, create=True) as reg:
         if watch is None:
-            _sync_once(reg, source, uri, name, alias, allow_pickle, quiet=False)
+            with pickle_flag_hint():
+                _sync_once(reg, source, uri, name, alias, allow_pickle, quiet=False)
             return
         click.echo(f"following {ref} -> {name or ref.name}@{alias} every {watch:g} s")
         follow(reg, source, uri, name, alias, allow_pickle, every_s=watch)
@@ -176,15 +183,16 @@ def follow_cmd(
     uri: str, name: str | None, alias: str, tracking_uri: str | None, registry: str | None
 ) -> None:
     """Record in the registry that ALIAS of the model follows the MLflow alias URI
-    (models:/NAME@ALIAS): the controller (serve --controller) syncs it every
-    mlflow_sync_interval_s, so a promotion in MLflow reaches every server by itself. Run
-    `modelyard mlflow sync` once to import the current version right away."""
+    (models:/NAME@ALIAS): the controller (elected among the `modelyard serve` processes whose
+    MODELYARD_CONTROLLER setting is true, the default) syncs it every mlflow_sync_interval_s, so a
+    promotion in MLflow reaches every server by itself. Run `modelyard mlflow sync` once to
+    import the current version right away."""
     from modelyard.control.mlflow_follow import Follow, set_follow
     from modelyard.registry.mlflow_source import parse_ref
 
     ref = parse_ref(uri)
     settings = load_cli_settings(registry=registry)
-    with open_registry(settings) as reg:
+    with open_registry(settings, create=True) as reg:
         stored = set_follow(reg, Follow(name or ref.name, uri, alias, tracking_uri))
     click.echo(f"{stored.model}@{stored.alias} follows {stored.uri}")
 

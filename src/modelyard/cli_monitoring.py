@@ -16,6 +16,7 @@ from modelyard.cli_common import console, load_cli_settings, open_registry, regi
 from modelyard.errors import InvalidInputError, NotFoundError
 from modelyard.monitoring import drift
 from modelyard.monitoring.drift_reports import drift_events, latest_report
+from modelyard.registry.records import ModelVersion
 from modelyard.types import Array
 
 STATUS_STYLE = {"alarm": "bold red", "warn": "yellow", "ok": "green", "insufficient_data": "dim"}
@@ -126,14 +127,32 @@ def reference_cmd(
     metadata (key drift_reference), replacing any there."""
     inputs = _load_npz(inputs_path, "--inputs")
     outputs = None if outputs_path is None else _load_npz(outputs_path, "--outputs")
-    stats = drift.reference_stats(inputs, outputs, bins=bins)
     settings = load_cli_settings(registry=registry)
     with open_registry(settings) as reg:
+        found = reg.get_version(model, version)
+        signature = found.manifest.signature
+        _check_names(inputs, [s.name for s in signature.inputs], f"--inputs {inputs_path}", found)
+        if outputs is not None and signature.outputs:
+            where = f"--outputs {outputs_path}"
+            _check_names(outputs, [s.name for s in signature.outputs], where, found)
+        stats = drift.reference_stats(inputs, outputs, bins=bins)
         reg.update_metadata(model, version, {drift.REFERENCE_KEY: stats})
     console().print(
         f"{model} v{version}: drift reference with {len(stats['inputs'])} input and "
         f"{len(stats['outputs'])} output features"
     )
+
+
+def _check_names(
+    arrays: dict[str, Array], expected: list[str], where: str, version: ModelVersion
+) -> None:
+    """Serving sketches features by tensor name: an array named otherwise would never match."""
+    if not arrays or set(arrays) - set(expected):
+        kind = "outputs" if where.startswith("--outputs") else "inputs"
+        raise InvalidInputError(
+            f"{where} holds arrays {sorted(arrays)}, but the {kind} of {version.ref} are "
+            f"{expected}: name each array after one of them"
+        )
 
 
 def _load_npz(path: Path, flag: str) -> dict[str, Array]:

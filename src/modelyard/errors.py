@@ -56,6 +56,10 @@ class ModelNotFoundError(NotFoundError):
     """No such model, version or alias."""
 
 
+class RegistryNotFoundError(NotFoundError):
+    """No registry at that URL, and the caller asked not to create one."""
+
+
 class AlreadyExistsError(ModelYardError):
     code = ErrorCode.ALREADY_EXISTS
 
@@ -68,6 +72,15 @@ class UnsafeArtifactError(FailedPreconditionError):
     """Loading this artifact would execute untrusted code (pickle/joblib) without an opt-in."""
 
     code = ErrorCode.PERMISSION_DENIED
+
+
+class PickleRefusedError(UnsafeArtifactError):
+    """A push met a pickle/joblib file without the ``allow_pickle`` opt-in; ``file`` names it
+    (so that each front end can name its own opt-in: an argument, a flag)."""
+
+    def __init__(self, message: str, *, file: str) -> None:
+        super().__init__(message)
+        self.file = file
 
 
 class ChecksumMismatchError(FailedPreconditionError):

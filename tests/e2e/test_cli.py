@@ -13,6 +13,7 @@ import pytest
 from click.testing import CliRunner, Result
 
 from modelyard.cli import main
+from modelyard.registry import Registry
 from modelyard.settings import Settings
 from tests.testmodels import simple_model
 
@@ -108,6 +109,9 @@ def test_registry_from_env_and_v2_body_from_file(
 
 
 def test_empty_registry_lists_no_models(registry: str) -> None:
+    fails("models", "--registry", registry, message=f"no registry at {registry}")
+    assert not Path(registry).exists()
+    Registry(registry).close()
     assert "models in" in ok("models", "--registry", registry)
 
 
@@ -205,6 +209,7 @@ def test_every_command_has_help(command: str) -> None:
 
 
 def test_python_dash_m_runs_the_cli(registry: str) -> None:
+    Registry(registry).close()
     proc = subprocess.run(
         [sys.executable, "-m", "modelyard", "models", "--registry", registry],
         capture_output=True,

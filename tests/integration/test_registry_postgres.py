@@ -8,7 +8,12 @@ from pathlib import Path
 
 import pytest
 
-from modelyard.errors import ChecksumMismatchError, ModelNotFoundError, UnavailableError
+from modelyard.errors import (
+    ChecksumMismatchError,
+    ModelNotFoundError,
+    RegistryNotFoundError,
+    UnavailableError,
+)
 from modelyard.registry import Registry
 from modelyard.registry.migrations import MIGRATIONS, Migration, migrate
 from tests.integration.conftest import RegistryFactory
@@ -122,3 +127,13 @@ def test_a_dropped_connection_is_reported_then_replaced(
     with pytest.raises(UnavailableError, match="registry database error"):
         pg_registry.list_models()
     assert [m.name for m in pg_registry.list_models()] == ["m"]
+
+
+def test_create_false_refuses_a_schema_without_registry_tables(
+    pg_schema_url: str, tmp_path: Path
+) -> None:
+    artifacts = str(tmp_path / "artifacts")
+    with pytest.raises(RegistryNotFoundError, match="has no registry tables"):
+        Registry(pg_schema_url, artifacts=artifacts, create=False)
+    Registry(pg_schema_url, artifacts=artifacts).close()
+    Registry(pg_schema_url, artifacts=artifacts, create=False).close()

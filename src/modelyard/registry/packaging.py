@@ -15,7 +15,7 @@ from typing import Any
 import numpy as np
 from pydantic import ValidationError
 
-from modelyard.errors import InvalidInputError, UnsafeArtifactError
+from modelyard.errors import InvalidInputError, PickleRefusedError
 from modelyard.manifest import MANIFEST_FILE, BatchingHints, FileEntry, Manifest
 from modelyard.registry.checksums import safe_relpath, scan_dir, verify_files
 from modelyard.runtime import Runtime, warmup_example
@@ -157,9 +157,10 @@ def _manifest(
 
 def _refuse_pickle(name: str, allow_pickle: bool) -> None:
     if not allow_pickle and PurePosixPath(name).suffix.lower() in PICKLE_SUFFIXES:
-        raise UnsafeArtifactError(
+        raise PickleRefusedError(
             f"push: {name} is a pickle/joblib file, and loading it runs arbitrary code; pass "
-            "allow_pickle=True (or set MODELYARD_ALLOW_PICKLE=true) only for models you trust"
+            "allow_pickle=True (or set MODELYARD_ALLOW_PICKLE=true) only for models you trust",
+            file=name,
         )
 
 

@@ -18,7 +18,13 @@ from pathlib import Path
 from typing import Any
 
 from modelyard.core.clock import SYSTEM_CLOCK, Clock
-from modelyard.errors import InvalidInputError, ModelNotFoundError, ModelYardError, UnavailableError
+from modelyard.errors import (
+    InvalidInputError,
+    ModelNotFoundError,
+    ModelYardError,
+    RegistryNotFoundError,
+    UnavailableError,
+)
 from modelyard.manifest import MANIFEST_FILE
 from modelyard.registry import catalog
 from modelyard.registry.artifacts import ArtifactStore
@@ -58,7 +64,13 @@ class Registry:
 
     ``url`` is a directory (SQLite ``<dir>/registry.db``, artifacts in ``<dir>/artifacts``),
     ``sqlite:///path/to.db`` (artifacts next to it) or ``postgresql://…`` (``artifacts`` required).
+    As with SQLAlchemy, ``sqlite:///rel/to.db`` is relative to the working directory and
+    ``sqlite:////abs/to.db`` (four slashes) is absolute.
     Safe to share between threads; several processes may open the same registry at once.
+
+    A registry that does not exist yet is created, unless ``create=False``: then opening raises
+    :class:`~modelyard.errors.RegistryNotFoundError` and leaves nothing behind (for readers, so
+    that a mistyped URL is not taken for an empty registry).
     """
 
     def __init__(
@@ -71,9 +83,12 @@ class Registry:
         local_cache_bytes: int | None = None,
         allow_pickle: bool = False,
         clock: Clock = SYSTEM_CLOCK,
+        create: bool = True,
     ) -> None:
         text = str(url)
         local_dir = _local_dir(text)
+        if not create:
+            _require_local_db(text)
         if artifacts is None and local_dir is None:
             raise InvalidInputError(
                 f"registry {text.split('://', 1)[0]}://…: artifacts= (an artifact store URL "
@@ -96,15 +111,19 @@ class Registry:
             SqliteStore(default_root / DB_FILE) if "://" not in text else open_store(text)
         )
         try:
+            if not create:
+                _require_schema(self._store, text)
             migrate(self._store, clock=clock)
         except BaseException:
             self._store.close()
             raise
 
     @classmethod
-    def from_settings(cls, settings: Settings, *, clock: Clock = SYSTEM_CLOCK) -> Registry:
+    def from_settings(
+        cls, settings: Settings, *, clock: Clock = SYSTEM_CLOCK, create: bool = True
+    ) -> Registry:
         """A registry configured by ``settings`` (registry, artifacts, s3_*, local_cache_dir,
-        local_cache_bytes, allow_pickle)."""
+        local_cache_bytes, allow_pickle); ``create`` as for the constructor."""
         options: dict[str, Any] = {}
         if settings.artifacts is not None and settings.artifacts.startswith(("s3://", "s3a://")):
             options = s3_storage_options(settings)
@@ -116,6 +135,7 @@ class Registry:
             local_cache_bytes=settings.local_cache_bytes,
             allow_pickle=settings.allow_pickle,
             clock=clock,
+            create=create,
         )
 
     # ---- properties ---------------------------------------------------------------------------
@@ -336,6 +356,36 @@ def _local_dir(url: str) -> Path | None:
     if url.startswith("sqlite:///"):
         return Path(url.removeprefix("sqlite:///")).expanduser().parent
     return None
+
+
+def _require_local_db(url: str) -> None:
+    """Raise RegistryNotFoundError when the SQLite file of an embedded registry is missing
+    (checked before anything creates directories or the file)."""
+    if "://" not in url:
+        db = Path(url).expanduser() / DB_FILE
+    elif url.startswith("sqlite:///"):
+        db = Path(url.removeprefix("sqlite:///")).expanduser()
+    else:
+        return
+    if not db.is_file():
+        where = "" if "://" not in url else f": no file {db.absolute()}"
+        raise RegistryNotFoundError(f"no registry at {url}{where}")
+
+
+def _require_schema(store: Store, url: str) -> None:
+    """Raise RegistryNotFoundError when the database holds no registry schema yet."""
+    with store.transaction(write=False) as tx:
+        if tx.dialect == "postgresql":
+            found = tx.execute("SELECT to_regclass(?)", ("schema_version",)).scalar()
+        else:
+            found = tx.execute(
+                "SELECT name FROM sqlite_master WHERE type = 'table' AND name = ?",
+                ("schema_version",),
+            ).scalar()
+    if found is None:
+        raise RegistryNotFoundError(
+            f"no registry at {store.describe()}: the database has no registry tables"
+        )
 
 
 def _version_number(value: object) -> int:

@@ -234,12 +234,16 @@ class _SqliteTx:
 
 
 def open_store(url: str) -> Store:
-    """A store for ``sqlite:///path.db`` or ``postgresql://…`` (``postgres://`` too)."""
+    """A store for ``sqlite:///path.db`` or ``postgresql://…`` (``postgres://`` too).
+
+    As in SQLAlchemy, ``sqlite:///rel.db`` is relative to the working directory and
+    ``sqlite:////abs/path.db`` (four slashes) is absolute.
+    """
     if url.startswith("sqlite:///"):
         path = url.removeprefix("sqlite:///")
         if not path or path == ":memory:":
             raise InvalidInputError(f"registry URL {url!r}: give a database file path")
-        return SqliteStore(path)
+        return SqliteStore(Path(path).expanduser())
     if url.startswith(("postgresql://", "postgres://")):
         from modelyard.registry.postgres import PostgresStore
 

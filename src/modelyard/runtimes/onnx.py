@@ -175,6 +175,10 @@ class OnnxRuntime(Runtime):
                 model = onnx.load_model(str(src), load_external_data=False)
             except Exception as exc:
                 raise InvalidInputError(f"{src}: not a readable ONNX model ({exc})") from exc
+            # Protobuf parses an empty file (and some other bytes) as an empty ModelProto.
+            if not model.HasField("graph"):
+                what = "the file is empty" if src.stat().st_size == 0 else "it has no graph"
+                raise InvalidInputError(f"{src}: not a readable ONNX model ({what})")
             copy_file(src, directory, MODEL_FILE)
             for rel in _external_files(model):
                 copy_file(src.parent / rel, (directory / rel).parent, Path(rel).name)

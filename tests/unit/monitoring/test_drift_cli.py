@@ -102,6 +102,24 @@ def test_reference_then_report(tmp_path: Path, reg_dir: Path) -> None:
             ("drift", "reference", "linear", "--version", "9", "--inputs", "NPZ"),
             "has no version 9",
         ),
+        (
+            ("drift", "reference", "linear", "--version", "1", "--inputs", "WRONG"),
+            "holds arrays ['input', 'x'], but the inputs of linear:1 are ['input']",
+        ),
+        (
+            (
+                "drift",
+                "reference",
+                "linear",
+                "--version",
+                "1",
+                "--inputs",
+                "NPZ",
+                "--outputs",
+                "NPZ",
+            ),
+            "holds arrays ['input'], but the outputs of linear:1 are ['output']",
+        ),
     ],
 )
 def test_errors_are_one_red_line(
@@ -110,7 +128,8 @@ def test_errors_are_one_red_line(
     np.save(tmp_path / "bad.npy", np.zeros(3))
     (tmp_path / "garbage.npz").write_bytes(b"not a zip")
     np.savez(tmp_path / "ok.npz", input=np.zeros((10, 20), dtype=np.float32))
-    files = {"BAD": "bad.npy", "GARBAGE": "garbage.npz", "NPZ": "ok.npz"}
+    np.savez(tmp_path / "wrong.npz", input=np.zeros((10, 20)), x=np.zeros((10, 20)))
+    files = {"BAD": "bad.npy", "GARBAGE": "garbage.npz", "NPZ": "ok.npz", "WRONG": "wrong.npz"}
     argv = [str(tmp_path / files[a]) if a in files else a for a in args]
     code, out = run(*argv, "--registry", str(reg_dir))
     assert code == 1
