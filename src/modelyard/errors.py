@@ -19,6 +19,7 @@ class ErrorCode(enum.StrEnum):
     UNAVAILABLE = "UNAVAILABLE"
     DEADLINE_EXCEEDED = "DEADLINE_EXCEEDED"
     PERMISSION_DENIED = "PERMISSION_DENIED"
+    UNAUTHENTICATED = "UNAUTHENTICATED"
     INTERNAL = "INTERNAL"
 
 
@@ -89,6 +90,12 @@ class ChecksumMismatchError(FailedPreconditionError):
 
 class MissingDependencyError(FailedPreconditionError):
     """An optional engine is not installed; the message carries the install hint."""
+
+
+class UnauthenticatedError(ModelYardError):
+    """A management call without the admin credential (``settings.admin_token``), or a wrong one."""
+
+    code = ErrorCode.UNAUTHENTICATED
 
 
 class UnavailableError(ModelYardError):

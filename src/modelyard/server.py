@@ -9,6 +9,7 @@ in-flight requests finish (up to ``drain_timeout_s``), models are unloaded, exit
 from __future__ import annotations
 
 import asyncio
+import ipaddress
 import logging
 import os
 import signal
@@ -52,6 +53,25 @@ def bind_socket(
         sock.listen(2048)
     sock.set_inheritable(True)
     return sock
+
+
+def warn_if_management_open(settings: Settings) -> bool:
+    """Log a warning when other hosts can reach the management API and no token guards it."""
+    if settings.admin_token is not None or _is_loopback(settings.host):
+        return False
+    log.warning(
+        "binding %s with no admin token: anyone who reaches the port can change endpoints and "
+        "load or unload models; set MODELYARD_ADMIN_TOKEN to require it",
+        settings.host,
+    )
+    return True
+
+
+def _is_loopback(host: str) -> bool:
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return host == "localhost"
 
 
 def rss_bytes() -> int:
@@ -196,6 +216,8 @@ def run_server(settings: Settings, *, reuse_port: bool = False, worker_index: in
     ``worker_index`` is this process's slot under a supervisor (0 when alone)."""
     check_http_server(settings)  # before any worker starts: it would only be restarted
     configure_logging(settings)
+    if not reuse_port:  # once, in the supervisor or single server, not in every worker
+        warn_if_management_open(settings)
     if settings.workers > 1:
         from modelyard.supervisor import Supervisor
 

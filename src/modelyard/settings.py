@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Annotated, Any, Literal
 
 import yaml
-from pydantic import AliasChoices, Field, field_validator
+from pydantic import AliasChoices, Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, NoDecode, PydanticBaseSettingsSource, SettingsConfigDict
 
 ENV_PREFIX = "MODELYARD_"
@@ -80,6 +80,13 @@ class Settings(BaseSettings):
         default=(), description="Models (name or name@alias) loaded and warmed before ready."
     )
     demo: bool = Field(default=False, description="Create and serve the demo models.")
+    admin_token: SecretStr | None = Field(
+        default=None,
+        description="Bearer token that every state-changing management call must carry "
+        "(`Authorization: Bearer <token>`; gRPC metadata `authorization`): endpoint PUT/DELETE, "
+        "repository load/unload. Inference and reads stay open. Unset: the management API is "
+        "open to anyone who reaches the port.",
+    )
 
     # ---- limits -------------------------------------------------------------------------------
     max_request_bytes: int = Field(
@@ -289,6 +296,13 @@ class Settings(BaseSettings):
     drift_min_rows: int = Field(
         default=200, ge=1, description="Rows a feature needs in a window before drift is judged."
     )
+
+    @field_validator("admin_token")
+    @classmethod
+    def _non_empty_token(cls, value: SecretStr | None) -> SecretStr | None:
+        if value is not None and not value.get_secret_value().strip():
+            raise ValueError("must not be empty; unset it to leave the management API open")
+        return value
 
     @field_validator("preload", "onnx_providers", "payload_log_redact", mode="before")
     @classmethod

@@ -55,11 +55,22 @@ Handler = Callable[[HttpRequest], Awaitable[HttpResponse]]
 @dataclass(frozen=True, slots=True)
 class Route:
     """A route: ``method`` (GET, POST, ...), ``path`` with ``{param}`` segments, async handler.
-    HEAD is answered by the GET handler, without the body."""
+    HEAD is answered by the GET handler, without the body.
+
+    ``mutating``: whether the route changes server state, and so needs the admin token when
+    ``settings.admin_token`` is set; None (the default) means any method but GET and HEAD does.
+    Only reads sent as POST (inference, the repository index) say False."""
 
     method: str
     path: str
     handler: Handler
+    mutating: bool | None = None
+
+    @property
+    def changes_state(self) -> bool:
+        if self.mutating is None:
+            return self.method not in ("GET", "HEAD")
+        return self.mutating
 
 
 class Router:

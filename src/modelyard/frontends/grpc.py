@@ -4,6 +4,8 @@ Wire-compatible with Triton's service, so the official ``tritonclient.grpc`` cli
 unchanged. Each handler decodes the protobuf request, calls the :class:`DataPlane`, encodes the
 result and maps :class:`ModelYardError` codes to gRPC status codes (``grpc_errors``). Triton's
 shared-memory, trace and log RPCs are not registered, which gRPC reports as UNIMPLEMENTED.
+With ``settings.admin_token`` set, ``RepositoryModelLoad``/``Unload`` need the metadata
+``authorization: Bearer <token>`` (else UNAUTHENTICATED; :mod:`modelyard.frontends.admin_auth`).
 
 Usage (the composition root owns the lifecycle)::
 
@@ -28,6 +30,7 @@ from modelyard.core.clock import SYSTEM_CLOCK, Clock
 from modelyard.core.dataplane import DataPlane
 from modelyard.errors import InvalidInputError, ModelYardError, UnavailableError
 from modelyard.frontends import grpc_codec as codec
+from modelyard.frontends.admin_auth import AUTHORIZATION, AdminAuth
 from modelyard.frontends.grpc_errors import status_for
 from modelyard.frontends.proto import grpc_service_pb2 as pb
 from modelyard.monitoring import tracing
@@ -101,6 +104,7 @@ class GrpcInferenceService:
         self._dataplane = dataplane
         self._settings = settings
         self._clock = clock
+        self._admin = AdminAuth(settings.admin_token)
 
     # ---- health and metadata ----------------------------------------------------------------
     async def server_live(
@@ -226,6 +230,7 @@ class GrpcInferenceService:
     async def repository_model_load(
         self, request: pb.RepositoryModelLoadRequest, context: Ctx
     ) -> pb.RepositoryModelLoadResponse:
+        self._check_admin(context)
         name = _require_name(request.model_name, "model_name")
         params = codec.decode_parameters(request.parameters, "RepositoryModelLoad")
         if params:
@@ -239,6 +244,7 @@ class GrpcInferenceService:
     async def repository_model_unload(
         self, request: pb.RepositoryModelUnloadRequest, context: Ctx
     ) -> pb.RepositoryModelUnloadResponse:
+        self._check_admin(context)
         name = _require_name(request.model_name, "model_name")
         params = codec.decode_parameters(request.parameters, "RepositoryModelUnload")
         unknown = sorted(set(params) - _IGNORED_UNLOAD_PARAMS)
@@ -246,6 +252,12 @@ class GrpcInferenceService:
             raise InvalidInputError(f"RepositoryModelUnload parameters {unknown} are not supported")
         await self._dataplane.unload_model(name)
         return pb.RepositoryModelUnloadResponse()
+
+    def _check_admin(self, context: Ctx) -> None:
+        """Calls that change state carry ``authorization: Bearer <admin_token>`` when it is set."""
+        if self._admin.enabled:
+            given = [v for k, v in context.invocation_metadata() or () if k == AUTHORIZATION]
+            self._admin.check(given[0] if given and isinstance(given[0], str) else None)
 
     # ---- registration -----------------------------------------------------------------------
     def generic_handler(self) -> grpc.GenericRpcHandler[Any, Any]:

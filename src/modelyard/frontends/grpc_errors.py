@@ -19,6 +19,7 @@ GRPC_STATUS: MappingProxyType[ErrorCode, grpc.StatusCode] = MappingProxyType(
         ErrorCode.UNAVAILABLE: grpc.StatusCode.UNAVAILABLE,
         ErrorCode.DEADLINE_EXCEEDED: grpc.StatusCode.DEADLINE_EXCEEDED,
         ErrorCode.PERMISSION_DENIED: grpc.StatusCode.PERMISSION_DENIED,
+        ErrorCode.UNAUTHENTICATED: grpc.StatusCode.UNAUTHENTICATED,
         ErrorCode.INTERNAL: grpc.StatusCode.INTERNAL,
     }
 )

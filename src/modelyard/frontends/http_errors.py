@@ -32,6 +32,7 @@ STATUS_BY_CODE: Final[Mapping[ErrorCode, int]] = MappingProxyType(
         ErrorCode.ALREADY_EXISTS: 409,
         ErrorCode.FAILED_PRECONDITION: 400,
         ErrorCode.PERMISSION_DENIED: 403,
+        ErrorCode.UNAUTHENTICATED: 401,
         ErrorCode.RESOURCE_EXHAUSTED: 429,
         ErrorCode.UNAVAILABLE: 503,
         ErrorCode.DEADLINE_EXCEEDED: 504,

@@ -20,11 +20,15 @@ Request headers understood: ``Inference-Header-Content-Length`` (binary extensio
 ``Content-Encoding: gzip|deflate``, ``x-request-id`` (echoed back), ``x-modelyard-timeout-ms``
 (deadline; so is the Triton-style request parameter ``timeout`` in microseconds; the smaller wins;
 0 means none) and ``x-modelyard-key`` (routing key for sticky traffic splits). Responses of
-endpoints carry ``x-modelyard-route``: the traffic route that served the request.
+endpoints carry ``x-modelyard-route``: the traffic route that served the request. With
+``settings.admin_token`` set, routes that change state (:attr:`Route.changes_state`: repository
+load/unload, endpoint PUT/DELETE) need ``Authorization: Bearer <token>``, else 401
+(:mod:`modelyard.frontends.admin_auth`).
 """
 
 from __future__ import annotations
 
+import dataclasses
 import itertools
 import logging
 import math
@@ -36,6 +40,7 @@ from modelyard.core.clock import SYSTEM_CLOCK, Clock
 from modelyard.core.dataplane import DataPlane
 from modelyard.errors import ErrorCode, InvalidInputError, ModelYardError
 from modelyard.frontends import v1
+from modelyard.frontends.admin_auth import AUTHORIZATION, SCHEME, AdminAuth
 from modelyard.frontends.asgi import (
     OCTET_STREAM,
     ASGIApp,
@@ -115,7 +120,11 @@ class RestApp:
         self._fallback = fallback
         self.draining = False
         self.in_flight = 0
-        self.router = Router([*self._builtin_routes(), *extra_routes])
+        auth = AdminAuth(settings.admin_token)
+        routes = [*self._builtin_routes(), *extra_routes]
+        self.router = Router(
+            [_admin_only(r, auth) if auth.enabled and r.changes_state else r for r in routes]
+        )
 
     def start_draining(self) -> None:
         """Stop reporting ready and ask clients to close connections; keep serving requests."""
@@ -137,14 +146,15 @@ class RestApp:
             Route(get, "/v2/models/stats", self._model_statistics),
             Route(get, "/v2/models/{model}/stats", self._model_statistics),
             Route(get, "/v2/models/{model}/versions/{version}/stats", self._model_statistics),
-            Route(post, "/v2/models/{model}/infer", self._infer),
-            Route(post, "/v2/models/{model}/versions/{version}/infer", self._infer),
-            Route(post, "/v2/repository/index", self._repository_index),
+            # Reads sent as POST: open even when settings.admin_token guards management calls.
+            Route(post, "/v2/models/{model}/infer", self._infer, mutating=False),
+            Route(post, "/v2/models/{model}/versions/{version}/infer", self._infer, mutating=False),
+            Route(post, "/v2/repository/index", self._repository_index, mutating=False),
             Route(post, "/v2/repository/models/{model}/load", self._load),
             Route(post, "/v2/repository/models/{model}/unload", self._unload),
             Route(get, "/v1/models", self._v1_models),
             Route(get, "/v1/models/{model}", self._v1_model),
-            Route(post, "/v1/models/{model}", self._v1_predict),
+            Route(post, "/v1/models/{model}", self._v1_predict, mutating=False),
         ]
 
     # ---- ASGI ------------------------------------------------------------------------------
@@ -199,7 +209,9 @@ class RestApp:
                 logger.exception("unhandled error in %s %s", method, scope["path"])
             elif exc.code is ErrorCode.INTERNAL:  # 503/504 are load, not faults: not logged
                 logger.warning("%s %s: %s", method, scope["path"], exc)
-            return HttpResponse(status, payload)
+            # RFC 9110: a 401 names the authentication scheme that would be accepted.
+            challenge = [("www-authenticate", SCHEME)] if status == 401 else []
+            return HttpResponse(status, payload, headers=challenge)
 
     # ---- health and metadata ------------------------------------------------------------------
     async def _live(self, req: HttpRequest) -> HttpResponse:
@@ -338,6 +350,17 @@ class RestApp:
         with tracing.start_span(tracing.SPAN_HTTP, ctx, server=True):
             body = await v1.predict(self._dataplane, name, req.body, ctx, self._max_elements)
         return HttpResponse(200, body, headers=[(REQUEST_ID_HEADER, ctx.request_id)])
+
+
+def _admin_only(route: Route, auth: AdminAuth) -> Route:
+    """``route`` with the admin token checked before its handler runs (composed once)."""
+    handler = route.handler
+
+    async def checked(req: HttpRequest) -> HttpResponse:
+        auth.check(req.headers.get(AUTHORIZATION))
+        return await handler(req)
+
+    return dataclasses.replace(route, handler=checked)
 
 
 _ID_PREFIX = os.urandom(8).hex()
