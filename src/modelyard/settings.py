@@ -27,7 +27,7 @@ class Settings(BaseSettings):
     registry: str = Field(
         default="./.modelyard",
         description="Registry URL: a directory (SQLite + local artifacts inside it), "
-        "sqlite:///path.db, or postgresql://user@host/db.",
+        "sqlite:///relative/path.db or sqlite:////absolute/path.db, or postgresql://user@host/db.",
     )
     artifacts: str | None = Field(
         default=None,
