@@ -29,8 +29,9 @@ from modelyard.cli_common import (
     warn_if_pickled,
     when,
 )
-from modelyard.errors import InvalidInputError, ModelYardError
+from modelyard.errors import FailedPreconditionError, InvalidInputError, ModelYardError
 from modelyard.settings import ENV_PREFIX, Settings, use_config_file
+from modelyard.types import TensorSpec
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -207,13 +208,49 @@ def versions(name: str, registry: str | None) -> None:
 @click.argument("name")
 @click.argument("version", type=int)
 @click.argument("alias")
+@click.option(
+    "--force",
+    is_flag=True,
+    help="Move the alias even to a version whose inputs differ from the current target's.",
+)
 @registry_option
-def alias(name: str, version: int, alias: str, registry: str | None) -> None:
-    """Point ALIAS of model NAME at VERSION (one atomic write; creates or moves the alias)."""
+def alias(name: str, version: int, alias: str, force: bool, registry: str | None) -> None:
+    """Point ALIAS of model NAME at VERSION (one atomic write; creates or moves the alias).
+
+    Moving an alias to a version with other inputs (names, datatypes or shapes) would break
+    the clients that call NAME@ALIAS: it is refused unless --force."""
     settings = load_cli_settings(registry=registry)
     with open_registry(settings) as reg:
+        target = reg.resolve(name, version)
+        current = reg.aliases(name).get(alias)
+        if current is not None and current != version and not force:
+            before = reg.resolve(name, current).manifest.signature.inputs
+            if before != target.manifest.signature.inputs:
+                raise FailedPreconditionError(
+                    f"{name}:{version}'s inputs ({_inputs(target.manifest.signature.inputs)}) "
+                    f"differ from those of {name}:{current}, which {name}@{alias} serves now "
+                    f"({_inputs(before)}): its clients would get errors; pass --force to move "
+                    "it anyway"
+                )
         reg.set_alias(name, alias, version)
     click.echo(f"{name}@{alias} -> {name}:{version}")
+
+
+def _inputs(specs: tuple[TensorSpec, ...]) -> str:
+    return ", ".join(f"{s.name} {s.datatype.value} {list(s.shape)}" for s in specs)
+
+
+@main.command(short_help="Remove an alias.")
+@click.argument("name")
+@click.argument("alias")
+@registry_option
+def unalias(name: str, alias: str, registry: str | None) -> None:
+    """Remove ALIAS of model NAME (its version stays). Requests for NAME@ALIAS then fail with
+    404; without a production alias, NAME alone serves its newest version."""
+    settings = load_cli_settings(registry=registry)
+    with open_registry(settings) as reg:
+        reg.delete_alias(name, alias)
+    click.echo(f"{name}@{alias} removed")
 
 
 # ---- predict ----------------------------------------------------------------------------------
