@@ -13,10 +13,11 @@ import contextlib
 import logging
 import signal
 import socket
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, TypeVar
 
+from modelyard.errors import ModelYardError, UnavailableError
 from modelyard.jobs.sources import Sink, Source, dead_letter_url, open_sink, open_source
 from modelyard.jobs.stream import (
     ServingModel,
@@ -29,6 +30,7 @@ from modelyard.jobs.stream import (
 if TYPE_CHECKING:
     from modelyard.app import App
 
+_T = TypeVar("_T")
 log = logging.getLogger("modelyard.stream")
 
 
@@ -94,13 +96,29 @@ async def _brokers(job: StreamJob) -> AsyncIterator[tuple[Source, Sink, Sink]]:
     async with contextlib.AsyncExitStack() as stack:
         # Sinks first: creating their topics after a Kafka consumer joined its group may
         # make it join again.
-        sink = await open_sink(job.sink)
+        sink = await _reached("--sink", job.sink, open_sink(job.sink))
         stack.push_async_callback(sink.close)
-        dead = await open_sink(job.dead_letter or dead_letter_url(job.source), "--dead-letter")
+        dead_url = job.dead_letter or dead_letter_url(job.source)
+        dead = await _reached("--dead-letter", dead_url, open_sink(dead_url, "--dead-letter"))
         stack.push_async_callback(dead.close)
-        source = await open_source(job.source, group=job.group_name, consumer=job.consumer_name)
+        source = await _reached(
+            "--source",
+            job.source,
+            open_source(job.source, group=job.group_name, consumer=job.consumer_name),
+        )
         stack.push_async_callback(source.close)
         yield source, sink, dead
+
+
+async def _reached(flag: str, url: str, opening: Awaitable[_T]) -> _T:
+    """``opening``, with a broker that cannot be reached (a client library's own error) turned
+    into one UnavailableError naming the flag and URL."""
+    try:
+        return await opening
+    except ModelYardError:
+        raise
+    except Exception as exc:
+        raise UnavailableError(f"{flag} {url}: cannot reach the broker: {exc}") from exc
 
 
 @contextlib.contextmanager
