@@ -2,10 +2,16 @@
 
 from __future__ import annotations
 
+import json
+import urllib.error
+import urllib.request
+
 import pytest
 import tritonclient.grpc as grpcclient
 import tritonclient.http as httpclient
 from tritonclient.utils import InferenceServerException
+
+from tests.serverproc import ServerProcess
 
 pytestmark = pytest.mark.conformance
 
@@ -103,3 +109,12 @@ def test_grpc_metadata_of_unknown_model_is_not_found(
         grpc_client.get_model_metadata("no_such_model")
     assert info.value.status() == "StatusCode.NOT_FOUND"
     assert "no_such_model" in str(info.value.message())
+
+
+def test_v1_model_status_of_an_unknown_model_is_404(server: ServerProcess) -> None:
+    with urllib.request.urlopen(f"http://{server.http_url}/v1/models/simple", timeout=10) as resp:
+        assert json.loads(resp.read()) == {"name": "simple", "ready": True}
+    with pytest.raises(urllib.error.HTTPError) as info:
+        urllib.request.urlopen(f"http://{server.http_url}/v1/models/nope", timeout=10)
+    assert info.value.code == 404
+    assert "nope" in json.loads(info.value.read())["error"]

@@ -340,6 +340,8 @@ class RestApp:
     async def _v1_model(self, req: HttpRequest) -> HttpResponse:
         name = req.params["model"]
         ready = await self._dataplane.model_ready(name)
+        if not ready:
+            await self._dataplane.model_metadata(name)  # an unknown model is a 404, as in KServe
         return HttpResponse.json({"name": name, "ready": ready})
 
     async def _v1_predict(self, req: HttpRequest) -> HttpResponse:
