@@ -14,7 +14,6 @@ import logging
 import os
 import signal
 import socket
-import sys
 from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING
 
@@ -22,6 +21,7 @@ from modelyard.app import App, build_app
 from modelyard.core.model_cache import CacheKey
 from modelyard.errors import ModelYardError, UnavailableError
 from modelyard.http_server import HttpServer, check_http_server, create_http_server
+from modelyard.monitoring.logs import announce
 from modelyard.settings import Settings
 
 if TYPE_CHECKING:
@@ -144,11 +144,7 @@ async def _start_frontends(
         grpc_server, grpc_port = create_grpc_server(app.dataplane, settings, reuse_port=shared)
         await grpc_server.start()
     await http.start()
-    print(
-        f"modelyard listening http={http_port} grpc={grpc_port} pid={os.getpid()}",
-        file=sys.stderr,
-        flush=True,
-    )
+    announce(f"modelyard listening http={http_port} grpc={grpc_port} pid={os.getpid()}")
     return http, grpc_server
 
 
@@ -186,11 +182,7 @@ async def serve_async(
             frontends = await _start_frontends(app, rest, http_sock)
         if preloaded:
             app.serving.set_ready(True)
-            print(
-                f"modelyard ready pid={os.getpid()} rss_mib={rss_bytes() / 2**20:.1f}",
-                file=sys.stderr,
-                flush=True,
-            )
+            announce(f"modelyard ready pid={os.getpid()} rss_mib={rss_bytes() / 2**20:.1f}")
             await stop.wait()
     except ModelYardError as exc:
         log.error("startup failed: %s", exc.message)

@@ -24,6 +24,7 @@ from typing import Any
 
 from modelyard.errors import UnavailableError
 from modelyard.monitoring import live_dir, multiproc
+from modelyard.monitoring.logs import announce
 from modelyard.settings import Settings
 
 log = logging.getLogger("modelyard.supervisor")
@@ -101,10 +102,9 @@ class Supervisor:
             data["live_peers_dir"] = peers_dir
         signal.signal(signal.SIGTERM, lambda *_: self._stop.set())
         signal.signal(signal.SIGINT, lambda *_: self._stop.set())
-        print(
+        announce(
             f"modelyard supervisor workers={s.workers} http={http_port} grpc={grpc_port}",
-            file=sys.stderr,
-            flush=True,
+            "modelyard.supervisor",
         )
         self._slots = [_Slot(i, self._spawn(i, data)) for i in range(s.workers)]
         try:

@@ -208,6 +208,20 @@ def flush_logs() -> None:
             handler.flush()
 
 
+def announce(message: str, logger: str = "modelyard.server") -> None:
+    """Write ``message`` as an info record of ``logger`` whatever the log level: the lines that
+    scripts and supervisors wait for ("modelyard listening http=...", "modelyard ready ..."),
+    in the configured format, so a JSON log stays JSON. Printed as is before
+    :func:`configure_logging` ran (e.g. a server started in-process by a test)."""
+    handlers = [h for h in logging.getLogger().handlers if isinstance(h, BatchingHandler)]
+    if not handlers:
+        print(message, file=sys.stderr, flush=True)
+        return
+    record = logging.LogRecord(logger, logging.INFO, __file__, 0, message, None, None)
+    handlers[0].handle(record)  # the handler's level only: the logger's would drop it
+    handlers[0].flush()
+
+
 def configure_logging(settings: Settings, stream: TextIO | None = None) -> logging.Handler:
     """Send every log record (ours, uvicorn's, libraries') as one line to ``stream`` (stderr)
     in ``settings.log_format``, at ``settings.log_level``, with ``settings.log_levels`` per

@@ -22,6 +22,7 @@ from modelyard.monitoring.logs import (
     BatchingHandler,
     JsonFormatter,
     TextFormatter,
+    announce,
     configure_logging,
     flush_logs,
 )
@@ -272,3 +273,25 @@ def test_other_records_are_written_at_once_after_pending_access_lines() -> None:
     handler.handle(access_record(1))
     handler.handle(logging.LogRecord("modelyard.x", logging.INFO, __file__, 0, "x", None, None))
     assert stream.getvalue() == "a1\nx\n"
+
+
+@pytest.mark.parametrize("log_level", ["info", "error"])
+def test_announcements_are_written_in_the_log_format_at_any_level(log_level: str) -> None:
+    stream = configured(log_format="json", log_level=log_level)
+    announce("modelyard ready pid=1 rss_mib=2.0")
+    (doc,) = lines(stream)
+    assert (doc["level"], doc["logger"], doc["message"]) == (
+        "info",
+        "modelyard.server",
+        "modelyard ready pid=1 rss_mib=2.0",
+    )
+
+
+def test_announcements_before_logging_is_configured_are_printed(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    logging.getLogger().handlers[:] = [
+        h for h in logging.getLogger().handlers if not isinstance(h, BatchingHandler)
+    ]
+    announce("modelyard listening http=1 grpc=2 pid=3")
+    assert capsys.readouterr().err == "modelyard listening http=1 grpc=2 pid=3\n"
