@@ -79,7 +79,12 @@ def _bytes_elements(name: str, arr: Array, *, decode: bool) -> Array:
             else:
                 out[i] = v
         elif isinstance(v, str):
-            out[i] = v if decode else v.encode("utf-8")
+            try:
+                out[i] = v if decode else v.encode("utf-8")
+            except UnicodeEncodeError as exc:  # JSON "\ud800": a lone surrogate
+                raise InvalidInputError(
+                    f"input '{name}' element {i} is not valid Unicode text (a lone surrogate)"
+                ) from exc
         else:
             raise InvalidInputError(f"input '{name}' element {i} is not a string or bytes")
     return out.reshape(arr.shape)

@@ -187,8 +187,12 @@ def _bytes_from_json(data: list[Any], infer_shape: bool, where: str) -> Array:
             stack.pop()
     try:
         encoded = [s.encode() for s in flat]
-    except (AttributeError, UnicodeEncodeError) as exc:
+    except AttributeError as exc:
         raise InvalidInputError(f"{where}: BYTES data must be strings") from exc
+    except UnicodeEncodeError as exc:
+        raise InvalidInputError(
+            f"{where}: BYTES data holds a string that is not valid Unicode (a lone surrogate)"
+        ) from exc
     shape = _nested_shape(data, len(flat), where) if infer_shape else (len(flat),)
     array = np.empty(len(encoded), dtype=object)
     array[:] = encoded

@@ -424,3 +424,16 @@ def test_tritonclient_json_with_nan_decodes() -> None:
     assert b"NaN" in body
     got = decode_infer_request(body, header_length, MAX).inputs["x"]
     assert np.isnan(got[0, 0]) and got[0, 1] == 1.0
+
+
+@pytest.mark.parametrize(
+    ("data", "message"),
+    [
+        (["\ud800"], "x: BYTES data holds a string that is not valid Unicode (a lone surrogate)"),
+        ([1], "x: BYTES data must be strings"),
+    ],
+)
+def test_bad_bytes_data_is_named(data: list[object], message: str) -> None:
+    with pytest.raises(InvalidInputError) as info:
+        array_from_json(data, Datatype.BYTES, (1,), "x")
+    assert info.value.message == message
