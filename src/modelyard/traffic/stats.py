@@ -37,8 +37,6 @@ from modelyard.settings import Settings
 # it finished) are the core's (core/observer.py), re-exported above for traffic and dashboard.
 #: Route label of endpoint-level counts that belong to no route (fallbacks without one).
 ENDPOINT_ROUTE = "*"
-#: Error codes that count against a version (client mistakes such as INVALID_ARGUMENT do not).
-FAILURE_CODES = frozenset({"INTERNAL", "UNAVAILABLE", "DEADLINE_EXCEEDED"})
 
 BUCKETS_PER_DOUBLING = 8
 MIN_LATENCY_S = 1e-6
@@ -208,8 +206,12 @@ class RouteStats:
         if other.shadow is not None:
             self.shadow_stats().merge(other.shadow)
 
-    def failures(self, codes: Iterable[str] = FAILURE_CODES) -> int:
-        return sum(self.errors.get(code, 0) for code in codes)
+    def failures(self) -> int:
+        """Requests that got an error, whatever its code. A client's bad input fails on every
+        version alike, so it moves no comparison between versions; a version that rejects what
+        another accepts (a changed signature, a model class it cannot import: INVALID_ARGUMENT,
+        FAILED_PRECONDITION) is failing, not the client."""
+        return sum(self.errors.values())
 
     def to_json(self, interval_s: float) -> dict[str, Any]:
         data: dict[str, Any] = {

@@ -55,18 +55,19 @@ class Env:
         *,
         requests: int,
         errors: int = 0,
+        code: str = "INTERNAL",
         latency_s: float = 0.010,
         stalls: int = 0,
         model: str = "fraud",
         replica: str = "r1",
         at: float | None = None,
     ) -> None:
-        """One interval's row (the current interval unless ``at``); ``stalls`` of the
-        successful requests took 0.2 s instead of ``latency_s``."""
+        """One interval's row (the current interval unless ``at``); ``errors`` requests failed
+        with ``code``; ``stalls`` of the successful ones took 0.2 s instead of ``latency_s``."""
         s = RouteStats()
         for i in range(requests):
             stalled = i >= requests - stalls
-            s.record("INTERNAL" if i < errors else "OK", STALL_S if stalled else latency_s)
+            s.record(code if i < errors else "OK", STALL_S if stalled else latency_s)
         start = (at if at is not None else self.clock.wall()) // INTERVAL * INTERVAL
         write_rows(
             self.registry, [StatsRow(replica, start, "fraud-ep", route, model, version, s)], 10

@@ -202,6 +202,28 @@ def test_a_candidate_slow_at_full_traffic_rolls_back_at_the_full_step(env: Env) 
     assert "since the rollout began (ratio 2.83" in state.reason
 
 
+@pytest.mark.parametrize("code", ["FAILED_PRECONDITION", "INVALID_ARGUMENT", "NOT_FOUND"])
+def test_a_candidate_that_rejects_what_production_answers_rolls_back(env: Env, code: str) -> None:
+    # E.g. a model class the servers cannot import, or a changed signature: every candidate
+    # request fails with a client-side code while production answers the same traffic.
+    env.controller.round()
+    env.stats(CANDIDATE_ROUTE, 2, requests=60, errors=60, code=code)
+    env.stats("stable", 1, requests=240)
+    env.controller.round()
+    state = env.state()
+    assert state.status is Status.ROLLED_BACK, state.reason
+    assert "error rate 100.00% vs production 0.00%" in state.reason
+
+
+def test_bad_input_on_both_sides_moves_no_verdict(env: Env) -> None:
+    env.controller.round()
+    env.stats(CANDIDATE_ROUTE, 2, requests=200, errors=10, code="INVALID_ARGUMENT")
+    env.stats("stable", 1, requests=800, errors=40, code="INVALID_ARGUMENT")
+    env.clock.advance(HOLD)
+    env.controller.round()
+    assert (env.state().status, env.state().step) == (Status.RUNNING, 1), env.state().reason
+
+
 def test_a_round_reads_each_row_once(
     env: Env, stats_reads: list[Read], judged: list[WindowReport]
 ) -> None:
