@@ -87,6 +87,11 @@ class Observer:
     def on_cache_lookup(self, endpoint: str, hit: bool) -> None:
         """Called on every response-cache lookup of an endpoint (not the model cache)."""
 
+    def on_answer(self, endpoint: str, code: str, source: str, latency_s: float) -> None:
+        """Called once per request to an endpoint with what its client got: ``code`` (``OK`` or
+        the error's), ``source`` (``route``, ``fallback``, ``cache``, or ``none`` for an error)
+        and the time the endpoint took. Model calls are :meth:`on_infer`'s, one per call."""
+
     def on_shadow(self, endpoint: str, shadow: str, outcome: str) -> None:
         """Called once per sampled shadow copy of a request of ``endpoint`` (``shadow`` is
         ``model@version``): ``outcome`` is ``match`` (every compared row agreed), ``mismatch``,
@@ -111,14 +116,15 @@ def _overrides(observer: Observer, hook: str) -> bool:
 class Observers(Observer):
     """Fans each event out to several observers; a failing observer is logged, not raised.
 
-    The per-request hooks (:meth:`on_infer`, :meth:`on_batch`) visit only the observers that
-    override them, worked out once in :meth:`add`: most observers ignore batches, and calling
-    their no-op on every request adds up. Add observers with :meth:`add`."""
+    The per-request hooks (:meth:`on_infer`, :meth:`on_batch`, :meth:`on_answer`) visit only
+    the observers that override them, worked out once in :meth:`add`: most observers ignore
+    batches, and calling their no-op on every request adds up. Add observers with :meth:`add`."""
 
     def __init__(self, observers: Sequence[Observer] = ()) -> None:
         self._all: list[Observer] = []
         self._infer: tuple[Observer, ...] = ()
         self._batch: tuple[Observer, ...] = ()
+        self._answer: tuple[Observer, ...] = ()
         for observer in observers:
             self.add(observer)
 
@@ -131,6 +137,7 @@ class Observers(Observer):
         self._all.append(observer)
         self._infer = tuple(o for o in self._all if _overrides(o, "on_infer"))
         self._batch = tuple(o for o in self._all if _overrides(o, "on_batch"))
+        self._answer = tuple(o for o in self._all if _overrides(o, "on_answer"))
 
     def on_infer(self, event: InferEvent) -> None:
         for o in self._infer:
@@ -166,6 +173,13 @@ class Observers(Observer):
                 o.on_cache_lookup(endpoint, hit)
             except Exception:
                 log.exception("observer %r failed on a response-cache event", o)
+
+    def on_answer(self, endpoint: str, code: str, source: str, latency_s: float) -> None:
+        for o in self._answer:
+            try:
+                o.on_answer(endpoint, code, source, latency_s)
+            except Exception:
+                log.exception("observer %r failed on an endpoint answer", o)
 
     def on_shadow(self, endpoint: str, shadow: str, outcome: str) -> None:
         for o in self._all:

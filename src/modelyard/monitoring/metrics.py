@@ -105,6 +105,20 @@ class Metrics:
             buckets=LATENCY_BUCKETS,
             registry=r,
         )
+        self.endpoint_responses = Counter(
+            "modelyard_endpoint_responses",
+            "Requests to endpoints by what their clients got: code, and what answered (route, "
+            "fallback, cache, or none for an error).",
+            ("endpoint", "code", "source"),
+            registry=r,
+        )
+        self.endpoint_duration = Histogram(
+            "modelyard_endpoint_response_duration_seconds",
+            "Time an endpoint took to answer its client (cache hits and fallbacks included).",
+            ("endpoint",),
+            buckets=LATENCY_BUCKETS,
+            registry=r,
+        )
         self.fallbacks = Counter(
             "modelyard_fallbacks",
             "Endpoint requests answered by the fallback chain.",
@@ -334,6 +348,12 @@ class MetricsObserver(Observer):
     # ---- traffic ----------------------------------------------------------------------------
     def on_fallback(self, endpoint: str, reason: str) -> None:
         self.metrics.fallbacks.labels(self.metrics.endpoints(endpoint), reason).inc()
+
+    def on_answer(self, endpoint: str, code: str, source: str, latency_s: float) -> None:
+        m = self.metrics
+        name = m.endpoints(endpoint)
+        m.endpoint_responses.labels(name, code, source).inc()
+        m.endpoint_duration.labels(name).observe(latency_s)
 
     def on_cache_lookup(self, endpoint: str, hit: bool) -> None:
         m = self.metrics

@@ -24,8 +24,8 @@ from typing import Any
 
 from modelyard.core.clock import SYSTEM_CLOCK, Clock
 from modelyard.core.dataplane import DataPlane
-from modelyard.core.observer import Observer
-from modelyard.errors import ModelYardError
+from modelyard.core.observer import CANCELLED, Observer
+from modelyard.errors import ErrorCode, ModelYardError
 from modelyard.monitoring import tracing
 from modelyard.registry.endpoints import EndpointRecord
 from modelyard.traffic.compiled import CompiledEndpoint, compile_endpoint, version_ref
@@ -72,9 +72,8 @@ class TrafficDataPlane(DataPlane):
         self._resolve = resolve
         self.rollout_view = rollout_view
         self.shadows = shadows
-        self._responder = Responder(
-            inner, resolve, observer if observer is not None else Observer(), clock, tables
-        )
+        self._observer = observer if observer is not None else Observer()
+        self._responder = Responder(inner, resolve, self._observer, clock, tables)
         self._clock = clock
         self._rng = rng
         self._endpoints: dict[str, CompiledEndpoint] = {}
@@ -187,6 +186,28 @@ class TrafficDataPlane(DataPlane):
         ep = self._endpoints.get(name)
         if ep is None or version is not None:
             return await self.inner.infer(name, version, request, ctx)
+        started = self._clock.monotonic()
+        code = "OK"
+        response: InferResponse | None = None
+        try:
+            response = await self._endpoint_infer(ep, request, ctx)
+            return response
+        except ModelYardError as exc:
+            code = exc.code.value
+            raise
+        except asyncio.CancelledError:
+            code = CANCELLED
+            raise
+        except BaseException:
+            code = ErrorCode.INTERNAL.value
+            raise
+        finally:
+            latency = self._clock.monotonic() - started
+            self._observer.on_answer(ep.name, code, answer_source(response), latency)
+
+    async def _endpoint_infer(
+        self, ep: CompiledEndpoint, request: InferRequest, ctx: RequestContext
+    ) -> InferResponse:
         route = self._choose(ep, request, ctx)
         ctx.endpoint = ep.name
         ctx.route = route.name
@@ -223,3 +244,16 @@ class TrafficDataPlane(DataPlane):
         key = routing_key(ep.spec, request, ctx)
         bucket = sticky_bucket(ep.name, key) if key is not None else random_bucket(self._rng())
         return pick_route(ep.routes, weights, bucket)
+
+
+def answer_source(response: InferResponse | None) -> str:
+    """What answered an endpoint's client: ``cache`` (the response cache), ``fallback`` (a step
+    of the fallback chain), ``route`` (the chosen route's model), or ``none`` (an error)."""
+    if response is None:
+        return "none"
+    params = response.parameters
+    if params.get("cache") == "hit":
+        return "cache"
+    if "fallback" in params:
+        return "fallback"
+    return "route"

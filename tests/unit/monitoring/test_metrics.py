@@ -200,6 +200,24 @@ def test_traffic_hooks_count_fallbacks_response_cache_shadows_and_hedges() -> No
     assert value(obs, "modelyard_hedges_total", endpoint="checkout", outcome="over_budget") == 2
 
 
+def test_endpoint_answers_count_what_clients_got() -> None:
+    obs = make_observer()
+    obs.on_answer("checkout", "OK", "route", 0.002)
+    obs.on_answer("checkout", "OK", "fallback", 0.050)
+    obs.on_answer("checkout", "OK", "cache", 0.0001)
+    obs.on_answer("checkout", "INTERNAL", "none", 0.010)
+    for code, source in [
+        ("OK", "route"),
+        ("OK", "fallback"),
+        ("OK", "cache"),
+        ("INTERNAL", "none"),
+    ]:
+        labels = {"endpoint": "checkout", "code": code, "source": source}
+        assert value(obs, "modelyard_endpoint_responses_total", **labels) == 1
+    count = "modelyard_endpoint_response_duration_seconds_count"
+    assert value(obs, count, endpoint="checkout") == 4
+
+
 # ---- through the real dataplane and model cache --------------------------------------------------
 @pytest.fixture
 def registry(tmp_path: Path) -> Iterator[Registry]:

@@ -116,6 +116,10 @@ def blocking(gate: asyncio.Event, result: float = 0.0) -> Behaviour:
 class RecordingObserver(Observer):
     fallbacks: list[tuple[str, str]] = field(default_factory=list)
     lookups: list[tuple[str, bool]] = field(default_factory=list)
+    answers: list[tuple[str, str, str]] = field(default_factory=list)
+
+    def on_answer(self, endpoint: str, code: str, source: str, latency_s: float) -> None:
+        self.answers.append((endpoint, code, source))
 
     def on_fallback(self, endpoint: str, reason: str) -> None:
         self.fallbacks.append((endpoint, reason))
