@@ -285,7 +285,8 @@ class Settings(BaseSettings):
     drift_window_s: float | None = Field(
         default=None,
         gt=0,
-        description="Serving data one drift report covers (default: drift_interval_s).",
+        description="Serving data one drift report covers: the stats intervals that ended in "
+        "this window, and since the previous pass (default: drift_interval_s).",
     )
     drift_psi_alarm: float = Field(
         default=0.2, gt=0, description="PSI above which a feature is in drift alarm (warn: half)."

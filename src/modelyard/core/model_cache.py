@@ -252,6 +252,8 @@ class ModelCache:
             entry.failed_at = self._clock.monotonic()
             self._n.load_failures += 1
             self._note("load_failure", entry.key)
+        # Once per failed attempt: requests that then hit the remembered failure log nothing.
+        log.warning("loading model %s failed: %s", entry.key, error)
         self._emit()
         entry.future.set_exception(error)
 

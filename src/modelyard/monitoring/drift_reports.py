@@ -2,7 +2,8 @@
 
 Tables (registry migration 4 and 3): ``drift_sketches(replica, interval_start, model, version,
 sketch)``, ``drift_reports(model, version, computed_at, report)`` and ``events``. The controller's
-pass (:func:`run_drift_pass`) merges the sketches of the last window per version, compares them
+pass (:func:`run_drift_pass`) merges the sketches of the intervals that ended in the last window
+(and since its previous pass) per version, compares them
 with the version's reference (:func:`modelyard.monitoring.drift.compare`), stores the report, and
 records an event of kind ``drift`` when a version enters or leaves the alarm state.
 """
@@ -25,6 +26,9 @@ log = logging.getLogger("modelyard.drift")
 EVENT_KIND = "drift"
 MIN_SKETCH_RETENTION_S = 3600.0  # sketches are kept for max(this, 10 windows)
 REPORT_RETENTION_S = 30 * 86400.0
+
+#: The replicas' sketch interval when not given (``stats_interval_s``'s default).
+DEFAULT_SKETCH_INTERVAL_S = 10.0
 
 SketchKey = tuple[float, str, str]  # (interval_start, model, version)
 
@@ -68,6 +72,23 @@ def load_sketches(registry: Registry, since: float) -> dict[tuple[str, int], lis
         rows = tx.execute(
             "SELECT model, version, sketch FROM drift_sketches WHERE interval_start >= ?",
             (since,),
+        ).rows
+    found: dict[tuple[str, int], list[dict[str, Any]]] = {}
+    for model, version, sketch in rows:
+        found.setdefault((str(model), int(version)), []).append(orjson.loads(sketch))
+    return found
+
+
+def load_ended(
+    registry: Registry, after: float, until: float, interval_s: float
+) -> dict[tuple[str, int], list[dict[str, Any]]]:
+    """Every sketch of an interval (``interval_s`` long) that ended in (``after``, ``until``],
+    per (model, version)."""
+    with registry.store.transaction(write=False) as tx:
+        rows = tx.execute(
+            "SELECT model, version, sketch FROM drift_sketches "
+            "WHERE interval_start > ? AND interval_start <= ?",
+            (after - interval_s, until - interval_s),
         ).rows
     found: dict[tuple[str, int], list[dict[str, Any]]] = {}
     for model, version, sketch in rows:
@@ -128,13 +149,23 @@ def run_drift_pass(
     *,
     now: float,
     window_s: float,
+    since: float | None = None,
+    sketch_interval_s: float = DEFAULT_SKETCH_INTERVAL_S,
     thresholds: drift.Thresholds = drift.DEFAULT_THRESHOLDS,
 ) -> list[dict[str, Any]]:
-    """Compute, store and return one report per version with sketches in the window (intervals
-    that started at or after ``now - window_s``) and a drift reference; record ``drift`` events
-    on alarm transitions; delete old sketches and reports."""
+    """Compute, store and return one report per version with sketches in the window and a
+    drift reference; record ``drift`` events on alarm transitions; delete old sketches and
+    reports.
+
+    The window holds the sketches of intervals (``sketch_interval_s`` long: the replicas'
+    ``stats_interval_s``) that ENDED in (``now - window_s``, ``now``], reaching back to
+    ``since`` (the previous pass's ``now``) when that is earlier. A sketch is written when its
+    interval ends, so selecting by end (not start) and from the previous pass on judges every
+    interval written before a pass, including one that ended just after the previous pass."""
+    after = now - window_s if since is None else min(now - window_s, since)
+    found = load_ended(registry, after, now, sketch_interval_s)
     reports = []
-    for (model, version), sketches in sorted(load_sketches(registry, now - window_s).items()):
+    for (model, version), sketches in sorted(found.items()):
         try:
             report = _report(registry, model, version, sketches, now, window_s, thresholds)
         except ModelYardError as exc:

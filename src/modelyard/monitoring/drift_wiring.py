@@ -21,7 +21,7 @@ from typing import TYPE_CHECKING, Any
 from modelyard.control.lease import CONTROLLER_LEASE, try_acquire
 from modelyard.core.clock import SYSTEM_CLOCK, Clock
 from modelyard.monitoring import drift
-from modelyard.monitoring.drift_reports import run_drift_pass
+from modelyard.monitoring.drift_reports import DEFAULT_SKETCH_INTERVAL_S, run_drift_pass
 from modelyard.monitoring.payload_log import PayloadLogger, PayloadRates
 from modelyard.monitoring.sketches import DriftAggregator
 from modelyard.registry.registry import Registry
@@ -58,6 +58,7 @@ class DriftController:
         holder: str,
         interval_s: float,
         window_s: float,
+        sketch_interval_s: float = DEFAULT_SKETCH_INTERVAL_S,
         limits: drift.Thresholds = drift.DEFAULT_THRESHOLDS,
         lease_ttl_s: float = 15.0,
         clock: Clock = SYSTEM_CLOCK,
@@ -67,6 +68,9 @@ class DriftController:
         self.holder = holder
         self.interval_s = interval_s
         self.window_s = window_s
+        self.sketch_interval_s = sketch_interval_s
+        #: ``now`` of this process's last pass: the next one judges every interval ended since.
+        self.last_pass: float | None = None
         self.limits = limits
         self.lease_ttl_s = lease_ttl_s
         self.clock = clock
@@ -76,9 +80,16 @@ class DriftController:
         """One pass; None when another process holds the controller lease."""
         if not try_acquire(self.registry, CONTROLLER_LEASE, self.holder, self.lease_ttl_s):
             return None
+        now = self.clock.wall()
         reports = run_drift_pass(
-            self.registry, now=self.clock.wall(), window_s=self.window_s, thresholds=self.limits
+            self.registry,
+            now=now,
+            window_s=self.window_s,
+            since=self.last_pass,
+            sketch_interval_s=self.sketch_interval_s,
+            thresholds=self.limits,
         )
+        self.last_pass = now
         if self.on_reports is not None:
             self.on_reports(reports)
         return reports
@@ -168,6 +179,7 @@ def install(app: App) -> None:
             holder=replica,
             interval_s=settings.drift_interval_s,
             window_s=settings.drift_window_s or settings.drift_interval_s,
+            sketch_interval_s=settings.stats_interval_s,
             limits=thresholds(settings),
             lease_ttl_s=3 * settings.controller_interval_s,
             clock=app.clock,

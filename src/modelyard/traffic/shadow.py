@@ -39,6 +39,7 @@ from modelyard.core.clock import SYSTEM_CLOCK, Clock
 from modelyard.core.dataplane import DataPlane
 from modelyard.core.observer import Observer
 from modelyard.errors import ModelYardError
+from modelyard.traffic.shadow_log import ShadowErrorLog
 from modelyard.traffic.spec import Compare, EndpointSpec, Shadow
 from modelyard.traffic.stats import (
     SHADOW_ROUTE,
@@ -172,9 +173,10 @@ class ShadowJob:
 class ShadowExecutor(Protocol):
     """Runs shadow jobs somewhere and records their outcomes (:func:`record_outcome`)."""
 
-    def submit(self, job: ShadowJob, done: Callable[[], None]) -> bool:
+    def submit(self, job: ShadowJob, done: Callable[[int], None]) -> bool:
         """Start ``job`` and return at once; call ``done`` when it is over, whatever the
-        outcome. False: it was not started (counted as dropped by the caller)."""
+        outcome, with the version that ran it (0: not known). False: it was not started
+        (counted as dropped by the caller)."""
         ...
 
 
@@ -223,20 +225,22 @@ class InlineShadows:
         self.stats = stats
         self.observer = observer
         self._clock = clock
-        self._tasks: set[asyncio.Task[None]] = set()
+        self._errors = ShadowErrorLog(log, clock)
+        self._tasks: set[asyncio.Task[int]] = set()
 
-    def submit(self, job: ShadowJob, done: Callable[[], None]) -> bool:
+    def submit(self, job: ShadowJob, done: Callable[[int], None]) -> bool:
         task = asyncio.get_running_loop().create_task(self._run(job))
         self._tasks.add(task)
 
-        def finished(_: asyncio.Task[None]) -> None:
+        def finished(_: asyncio.Task[int]) -> None:
             self._tasks.discard(task)
-            done()
+            done(0 if task.cancelled() or task.exception() is not None else task.result())
 
         task.add_done_callback(finished)
         return True
 
-    async def _run(self, job: ShadowJob) -> None:
+    async def _run(self, job: ShadowJob) -> int:
+        """Run, compare and record ``job``; returns the version that answered (0: none)."""
         shadow = job.shadow
         ref = None if shadow.version is None else str(shadow.version)
         started = self._clock.monotonic()
@@ -244,15 +248,17 @@ class InlineShadows:
             answer: InferResponse | None = await self.inner.infer(
                 shadow.model, ref, job.request, job.ctx
             )
-        except ModelYardError:
+        except ModelYardError as exc:
             answer = None  # counted as an error of the shadow by the serving core's observer
+            label = shadow_label(shadow.model, job.version) if job.version else shadow.label()
+            self._errors.failed(label, job.endpoint, exc.message)
         except Exception:
             log.exception("shadow %s of endpoint %s failed", shadow.label(), job.endpoint)
             answer = None
         shadow_s = self._clock.monotonic() - started
         if answer is None:
             self.observer.on_shadow(job.endpoint, shadow_label(shadow.model, job.version), "error")
-            return
+            return 0
         compared = (
             None
             if job.primary is None
@@ -260,6 +266,7 @@ class InlineShadows:
         )
         version = version_number(answer.model_version)
         record_outcome(self.stats, self.observer, job, version, compared, shadow_s)
+        return version
 
 
 # ---- dispatcher ----------------------------------------------------------------------------------
@@ -269,7 +276,10 @@ class ShadowRunner:
 
     ``inner`` is the serving core (shadows name models, not endpoints); it runs the shadows
     when no ``executor`` is given (:class:`InlineShadows`). ``resolve_cached`` maps (model,
-    version ref) to a version number when it is known without I/O, to label drops.
+    version ref) to a version number when it is known without I/O, to label drops; where it
+    does not know (e.g. the shadow runs in the helper process, so this process never loads
+    it), drops are labelled with the version the shadow last ran on, so that one shadow is
+    one label.
     """
 
     def __init__(
@@ -299,6 +309,8 @@ class ShadowRunner:
         self._clock = clock
         self._rnd = rnd
         self._resolve_cached = resolve_cached
+        #: (model, version ref) -> the version that last answered that shadow.
+        self._last_version: dict[tuple[str, str | None], int] = {}
         self._reserved = 0
         self._idle_waiters: list[asyncio.Future[None]] = []
         #: Shadows not sent (too many in flight, box busy, executor refused) since start.
@@ -381,9 +393,14 @@ class ShadowRunner:
                 route=SHADOW_ROUTE,
             ),
         )
-        if not self.executor.submit(job, lambda: self._release(1)):
+        if not self.executor.submit(job, lambda ran_on: self._finished(shadow, ran_on)):
             self._drop(endpoint, shadow)
             self._release(1)
+
+    def _finished(self, shadow: Shadow, version: int) -> None:
+        if version:
+            self._last_version[(shadow.model, _ref(shadow))] = version
+        self._release(1)
 
     def _drop(self, endpoint: str, shadow: Shadow) -> None:
         self.dropped += 1
@@ -402,9 +419,11 @@ class ShadowRunner:
     def _version(self, shadow: Shadow) -> int:
         if isinstance(shadow.version, int):
             return shadow.version
-        if self._resolve_cached is None:
-            return 0
-        return self._resolve_cached(shadow.model, shadow.version) or 0
+        if self._resolve_cached is not None:
+            found = self._resolve_cached(shadow.model, shadow.version)
+            if found:
+                return found
+        return self._last_version.get((shadow.model, _ref(shadow)), 0)
 
     async def drain(self) -> None:
         """Wait until no shadow is reserved or running (tests; shutdown). The primaries of
@@ -414,6 +433,10 @@ class ShadowRunner:
         waiter: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         self._idle_waiters.append(waiter)
         await waiter
+
+
+def _ref(shadow: Shadow) -> str | None:
+    return None if shadow.version is None else str(shadow.version)
 
 
 def _answered_by(reply: InferResponse | None) -> tuple[str, int] | None:

@@ -213,7 +213,7 @@ class _Channel(asyncio.Protocol):
 @dataclass(slots=True)
 class _Pending:
     job: ShadowJob
-    done: Callable[[], None]
+    done: Callable[[int], None]
 
 
 class ProcessShadows:
@@ -247,7 +247,7 @@ class ProcessShadows:
         self.starts = 0
 
     # ---- submitting --------------------------------------------------------------------------
-    def submit(self, job: ShadowJob, done: Callable[[], None]) -> bool:
+    def submit(self, job: ShadowJob, done: Callable[[int], None]) -> bool:
         channel = self._ensure_channel()
         if channel is None or channel.buffered() > self.max_buffer_bytes:
             return False
@@ -325,6 +325,7 @@ class ProcessShadows:
         if pending is None:
             return
         job = pending.job
+        ran_on = version_number(message.version)
         try:
             self.observer.on_infer(
                 InferEvent(
@@ -339,7 +340,7 @@ class ProcessShadows:
                     ctx=job.ctx,
                 )
             )
-            version = version_number(message.version) or job.version
+            version = ran_on or job.version
             if message.code == "OK":
                 compared = None if job.primary is None else Comparison(message.rows, message.agreed)
                 record_outcome(self.stats, self.observer, job, version, compared, message.latency_s)
@@ -347,7 +348,7 @@ class ProcessShadows:
                 label = shadow_label(job.shadow.model, version)
                 self.observer.on_shadow(job.endpoint, label, "error")
         finally:
-            pending.done()
+            pending.done(ran_on)
 
     def on_lost(self, channel: _Channel) -> None:
         if channel is not self._channel:
@@ -370,7 +371,7 @@ class ProcessShadows:
             self.observer.on_shadow(
                 job.endpoint, shadow_label(job.shadow.model, job.version), "dropped"
             )
-            item.done()
+            item.done(0)
 
     @property
     def pid(self) -> int | None:

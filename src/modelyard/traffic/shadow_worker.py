@@ -18,12 +18,13 @@ import pickle
 import socket
 import sys
 
-from modelyard.core.clock import SYSTEM_CLOCK
+from modelyard.core.clock import Clock
 from modelyard.core.observer import InferEvent, Observer
 from modelyard.core.serving import ServingDataPlane
 from modelyard.errors import ModelYardError
 from modelyard.settings import Settings
 from modelyard.traffic.shadow import compare_outputs
+from modelyard.traffic.shadow_log import ShadowErrorLog
 from modelyard.traffic.shadow_process import (
     GATHER_MAX,
     GATHER_S,
@@ -81,6 +82,7 @@ async def serve(sock: socket.socket) -> None:
     events = _LastEvent()
     app.observers.add(events)
     results = _Results(writer)
+    errors = ShadowErrorLog(log, app.clock)
     tasks: set[asyncio.Task[None]] = set()
     try:
         while True:
@@ -90,7 +92,9 @@ async def serve(sock: socket.socket) -> None:
                 break
             if isinstance(message, tuple):
                 job = JobMessage._make(message)
-                task = asyncio.create_task(_run(app.serving, events, job, results))
+                task = asyncio.create_task(
+                    _run(app.serving, events, job, results, app.clock, errors)
+                )
                 tasks.add(task)
                 task.add_done_callback(tasks.discard)
     finally:
@@ -120,9 +124,13 @@ class _Results:
 
 
 async def _run(
-    serving: ServingDataPlane, events: _LastEvent, job: JobMessage, results: _Results
+    serving: ServingDataPlane,
+    events: _LastEvent,
+    job: JobMessage,
+    results: _Results,
+    clock: Clock,
+    errors: ShadowErrorLog,
 ) -> None:
-    clock = SYSTEM_CLOCK
     ctx = RequestContext(
         request_id=job.request_id,
         deadline=None if job.timeout_s is None else clock.monotonic() + job.timeout_s,
@@ -131,17 +139,21 @@ async def _run(
     )
     started = clock.monotonic()
     rows = agreed = 0
+    failure: str | None = None
     try:
         answer = await serving.infer(job.model, job.ref, job.infer_request(), ctx)
         primary = job.primary_outputs()
         if primary is not None:
             compared = compare_outputs(job.compare_spec(), primary, answer.outputs)
             rows, agreed = compared.rows, compared.agreed
-    except ModelYardError:
-        pass  # the code comes from the serving core's event
+    except ModelYardError as exc:
+        failure = exc.message  # counted: the code comes from the serving core's event
     except Exception:
-        log.exception("shadow of %s failed", job.model)
+        log.exception("shadow of %s failed", job.model)  # a bug here, not the shadow's
     event = events.events.pop(ctx.request_id, None)
+    if failure is not None:
+        version = event.version if event is not None and event.version else job.ref or "?"
+        errors.failed(f"{job.model}@{version}", job.endpoint, failure)
     result = ResultMessage(
         job_id=job.job_id,
         version=event.version if event is not None else "",

@@ -302,3 +302,24 @@ def test_cache_key_str() -> None:
 def test_bad_settings_name_the_field(kwargs: dict[str, Any], field: str) -> None:
     with pytest.raises(InvalidInputError, match=field):
         ModelCache(FakeLoader(), **kwargs)
+
+
+def test_each_failed_load_attempt_is_logged_once(
+    make_cache: MakeCache, caplog: pytest.LogCaptureFixture
+) -> None:
+    cache, loader, clock = make_cache(failure_ttl_s=10.0)
+    loader.errors = [OSError("disk on fire")]
+    caplog.set_level("WARNING", logger="modelyard.core.model_cache")
+    for _ in range(5):  # one attempt, then four requests that hit the remembered failure
+        with pytest.raises(ModelLoadError):
+            cache.get_sync(A)
+    [record] = caplog.records
+    assert record.levelname == "WARNING"
+    assert "a:1" in record.getMessage() and "disk on fire" in record.getMessage()
+    caplog.clear()
+    loader.warmup_error = ValueError("bad example")
+    clock.advance(10.0)  # the failure expires: a second attempt, failing in warm-up
+    with pytest.raises(ModelLoadError):
+        cache.get_sync(A)
+    [record] = caplog.records
+    assert "warm up model a:1" in record.getMessage() and "bad example" in record.getMessage()

@@ -298,3 +298,20 @@ def test_a_failed_write_is_retried_with_nothing_lost(
     monkeypatch.undo()
     assert rig.aggregator.flush() == 1
     assert [s["rows"] for s in load_sketches(rig.registry, since=0)[("linear", 1)]] == [100]
+
+
+def test_an_interval_ending_just_after_a_pass_is_in_the_next_report(rig: Rig) -> None:
+    """A sketch is written when its interval ends: one that ends just after a pass started
+    before that pass's window reaches back to, and must still be judged by the next pass."""
+    rig.controller.sketch_interval_s = INTERVAL
+    rig.clock.advance(INTERVAL - 0.1)  # 0.1 s before the interval ends
+    assert rig.controller.run_once() == []  # nothing has ended yet
+    rig.serve(normal_rows(np.random.default_rng(19), 400))
+    rig.clock.advance(0.2)  # the interval has ended: its sketch is written
+    rig.aggregator.drain()
+    assert rig.aggregator.flush() == 1
+    rig.clock.advance(INTERVAL - 0.2)  # the next pass, one drift interval after the first
+    reports = rig.controller.run_once()
+    assert reports is not None and [r["rows"] for r in reports] == [400]
+    rig.clock.advance(INTERVAL)
+    assert rig.controller.run_once() == []  # judged once: not again by the pass after
