@@ -243,12 +243,26 @@ def _inputs(specs: tuple[TensorSpec, ...]) -> str:
 @main.command(short_help="Remove an alias.")
 @click.argument("name")
 @click.argument("alias")
+@click.option(
+    "--force", is_flag=True, help="Remove the alias even when endpoints name it (they break)."
+)
 @registry_option
-def unalias(name: str, alias: str, registry: str | None) -> None:
+def unalias(name: str, alias: str, force: bool, registry: str | None) -> None:
     """Remove ALIAS of model NAME (its version stays). Requests for NAME@ALIAS then fail with
-    404; without a production alias, NAME alone serves its newest version."""
+    404; without a production alias, NAME alone serves its newest version.
+
+    An alias that endpoints name (routes, shadows, fallback, cascade, rollout candidate) is
+    kept unless --force: those endpoints would fail."""
+    from modelyard.registry.endpoints import EndpointStore
+
     settings = load_cli_settings(registry=registry)
     with open_registry(settings) as reg:
+        users = {} if force else EndpointStore(reg).alias_users(name, alias)
+        if users:
+            used = ", ".join(f"endpoint {ep} ({', '.join(where)})" for ep, where in users.items())
+            raise FailedPreconditionError(
+                f"{name}@{alias} is used by {used}; pass --force to remove it anyway"
+            )
         reg.delete_alias(name, alias)
     click.echo(f"{name}@{alias} removed")
 

@@ -4,11 +4,13 @@ clients would break); ``unalias`` removes one. Through click's runner on a SQLit
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import pytest
 from click.testing import CliRunner
 
 from modelyard.cli import main
+from modelyard.registry.endpoints import EndpointStore
 from modelyard.registry.registry import Registry
 from modelyard.types import Datatype
 from tests.testmodels import identity_model, linear_fp32_model
@@ -62,3 +64,62 @@ def test_unalias_removes_it_once(registry: str) -> None:
     assert production(registry) is None
     code, output = run(registry, "unalias", "m", "production")
     assert (code, output) == (1, "error: model 'm' has no alias 'production'\n")
+
+
+def _apply(registry: str, doc: dict[str, Any]) -> None:
+    with Registry(registry) as reg:
+        EndpointStore(reg).apply(doc)
+
+
+def test_unalias_refuses_an_alias_endpoints_name_unless_forced(registry: str) -> None:
+    with Registry(registry) as reg:
+        reg.set_alias("m", "candidate", 3)
+    _apply(
+        registry,
+        {
+            "name": "scoring",
+            "routes": [{"name": "current", "model": "m", "version": "production", "weight": 100}],
+            "shadows": [{"model": "m", "version": "candidate"}],
+            "fallback": {"chain": [{"kind": "model", "model": "m", "version": "production"}]},
+        },
+    )
+    _apply(
+        registry,
+        {
+            "name": "other",
+            "routes": [{"name": "only", "model": "m", "version": 1, "weight": 100}],
+            "rollout": {
+                "candidate": {"model": "m", "version": "candidate"},
+                "steps": [{"weight": 50}],
+            },
+        },
+    )
+    code, output = run(registry, "unalias", "m", "production")
+    assert code == 1
+    assert output == (
+        "error: m@production is used by endpoint scoring (routes.0 (current), fallback.chain.0); "
+        "pass --force to remove it anyway\n"
+    )
+    assert production(registry) == 1
+    code, output = run(registry, "unalias", "m", "candidate")
+    assert code == 1
+    assert "endpoint other (rollout.candidate), endpoint scoring (shadows.0)" in output
+    assert run(registry, "unalias", "m", "production", "--force") == (0, "m@production removed\n")
+    assert production(registry) is None
+
+
+def test_unalias_ignores_other_models_aliases_and_version_numbers(
+    registry: str, tmp_path: Path
+) -> None:
+    with Registry(registry) as reg:
+        reg.push(identity_model(Datatype.FP32, tmp_path / "n.onnx"), name="n")
+        reg.set_alias("n", "production", 1)
+    _apply(
+        registry,
+        {
+            "name": "scoring",
+            "routes": [{"name": "a", "model": "n", "version": "production", "weight": 100}],
+            "shadows": [{"model": "m", "version": 1}],
+        },
+    )
+    assert run(registry, "unalias", "m", "production") == (0, "m@production removed\n")

@@ -11,7 +11,7 @@ from __future__ import annotations
 import json
 import logging
 import uuid
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -22,14 +22,17 @@ from modelyard.errors import (
     NotFoundError,
 )
 from modelyard.registry.names import validate_name
+from modelyard.registry.records import ModelVersion
 from modelyard.registry.registry import Registry
 from modelyard.registry.store import Tx
 from modelyard.traffic.fallback import static_outputs
 from modelyard.traffic.spec import EndpointSpec, ModelRef, parse_spec
+from modelyard.types import TensorSpec
 
 log = logging.getLogger(__name__)
 
 Problems = list[str]  # (the store's ``list`` method hides the builtin inside the class)
+FieldPaths = list[str]
 
 
 class EndpointNotFoundError(NotFoundError):
@@ -101,13 +104,16 @@ class EndpointStore:
         return EndpointRecord(spec.name, spec, revision, created, now)
 
     def delete(self, name: str) -> None:
-        """Remove endpoint ``name``; EndpointNotFoundError when there is none."""
+        """Remove endpoint ``name`` and its live rollout state (its events stay, as the audit
+        trail), so an endpoint created again under that name starts its rollout afresh;
+        EndpointNotFoundError when there is none."""
         validate_name(name, what="endpoint name")
         now = self.registry.clock.wall()
         with self.registry.store.transaction(write=True) as tx:
             deleted = tx.execute("DELETE FROM endpoints WHERE name = ?", (name,)).rowcount
             if deleted != 1:
                 raise EndpointNotFoundError(f"endpoint {name!r} not found")
+            tx.execute("DELETE FROM rollouts WHERE endpoint = ?", (name,))
             _bump_changes(tx)
             _event(tx, now, "endpoint.deleted", name, "deleted", None)
 
@@ -140,6 +146,16 @@ class EndpointStore:
                 log.error("%s", exc.message)
         return out
 
+    def alias_users(self, model: str, alias: str) -> dict[str, FieldPaths]:
+        """Endpoint name -> the field paths that name ``model@alias`` explicitly (a reference
+        without a version, which follows ``production`` else the newest version, is not one)."""
+        users: dict[str, FieldPaths] = {}
+        for record in self.list(skip_invalid=True):
+            for where, ref in model_refs(record.spec):
+                if ref.model == model and ref.version == alias:
+                    users.setdefault(record.name, []).append(where)
+        return users
+
     def revision(self) -> int:
         """The registry change counter: it grows with every endpoint apply or delete (and other
         registry changes), so a watcher compares one number to notice that something changed."""
@@ -149,16 +165,19 @@ class EndpointStore:
     # ---- validation ---------------------------------------------------------------------------
     def check(self, spec: EndpointSpec) -> None:
         """Check what the spec's own validation cannot: the models, versions and aliases it names
-        exist, the cascade fits its models, static fallbacks are well-formed tensors."""
+        exist, the models that answer its requests take the first route's model's inputs, the
+        cascade fits its models, static fallbacks are well-formed tensors."""
         missing: Problems = []
         invalid: Problems = []
-        for where, ref in _model_refs(spec):
+        resolved: dict[str, ModelVersion] = {}
+        for where, ref in model_refs(spec):
             try:
-                self.registry.resolve(ref.model, ref.version)
+                resolved[where] = self.registry.resolve(ref.model, ref.version)
             except NotFoundError as exc:
                 missing.append(f"{where}: {exc.message}")
             except ModelYardError as exc:
                 invalid.append(f"{where}: {exc.message}")
+        invalid += _signature_problems(resolved)
         if spec.sticky_key is not None and not spec.sticky_key.strip():
             invalid.append("sticky_key: must not be empty")
         invalid += self._cascade_problems(spec)
@@ -238,8 +257,53 @@ class EndpointStore:
         return problems
 
 
-def _model_refs(spec: EndpointSpec) -> Iterator[tuple[str, ModelRef]]:
-    """Every (field path, model reference) of a spec, for the registry checks."""
+def _signature_problems(resolved: Mapping[str, ModelVersion]) -> Problems:
+    """Routes, shadows, fallback models and the rollout candidate all get the requests sent to
+    the endpoint, so each must take the first route's model's inputs. The cascade is left out:
+    it has checks of its own (``_cascade_problems``)."""
+    refs = iter(resolved.items())
+    first_where, first = next(refs, ("", None))
+    if first is None or not first_where.startswith("routes.0 "):
+        return []  # the first route did not resolve: reported with the model references
+    want = first.manifest.signature.inputs
+    problems: Problems = []
+    for where, mv in refs:
+        if where.startswith("cascade."):
+            continue
+        got = mv.manifest.signature.inputs
+        if not inputs_fit(got, want):
+            problems.append(
+                f"{where}: {mv.ref}'s inputs ({inputs_text(got)}) do not fit "
+                f"{first.ref}'s ({inputs_text(want)})"
+            )
+    return problems
+
+
+def inputs_fit(got: Sequence[TensorSpec], want: Sequence[TensorSpec]) -> bool:
+    """True when the two input lists can take the same requests: the same names, datatypes,
+    and shapes of the same rank whose dimensions are equal or -1 (variable) on either side."""
+    wanted = {spec.name: spec for spec in want}
+    if len(got) != len(want) or {spec.name for spec in got} != set(wanted):
+        return False
+    for spec in got:
+        other = wanted.get(spec.name)
+        if other is None or other.datatype != spec.datatype:
+            return False
+        if len(other.shape) != len(spec.shape) or any(
+            -1 not in (a, b) and a != b for a, b in zip(spec.shape, other.shape, strict=True)
+        ):
+            return False
+    return True
+
+
+def inputs_text(specs: Sequence[TensorSpec]) -> str:
+    """``name DATATYPE [shape], ...``: a signature's inputs for a message."""
+    return ", ".join(f"{s.name} {s.datatype.value} {list(s.shape)}" for s in specs)
+
+
+def model_refs(spec: EndpointSpec) -> Iterator[tuple[str, ModelRef]]:
+    """Every (field path, model reference) of a spec, the first route's first: for the registry
+    checks, and to find the endpoints that use a model's alias."""
     for i, route in enumerate(spec.routes):
         yield f"routes.{i} ({route.name})", route
     for i, shadow in enumerate(spec.shadows):

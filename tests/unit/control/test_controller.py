@@ -308,6 +308,25 @@ def test_spec_changes(env: Env) -> None:
     assert (env.state().step, env.state().weight) == (0, 10)
 
 
+def test_a_deleted_endpoint_takes_its_rollout_state_but_not_its_events(env: Env) -> None:
+    env.controller.round()
+    env.clock.advance(HOLD)
+    env.healthy_interval()
+    env.controller.round()
+    assert env.state().step == 1
+    env.endpoints.delete("fraud-ep")
+    assert load_rollout(env.registry, "fraud-ep") is None
+    assert env.kinds() == ["rollout.started", "rollout.advanced"]  # the audit trail stays
+    # The same spec applied again is a new endpoint: its rollout starts over, from now.
+    env.clock.advance(HOLD)
+    env.endpoints.apply(spec())
+    env.controller.round()
+    state = env.state()
+    assert (state.status, state.step, state.weight) == (Status.RUNNING, 0, 20.0)
+    assert state.started_at == state.step_started_at == env.clock.wall()
+    assert env.kinds() == ["rollout.started", "rollout.advanced", "rollout.started"]
+
+
 def test_candidate_already_production(env: Env) -> None:
     env.registry.set_alias("fraud", "candidate", 1)
     env.controller.round()

@@ -54,7 +54,7 @@ SCORING = {
     "name": "scoring",
     "routes": [{"name": "stable", "model": "linear", "version": "production", "weight": 100}],
     "shadows": [{"model": "linear", "version": 2, "fraction": 0.5}],
-    "fallback": {"on": ["error"], "chain": [{"kind": "model", "model": "simple"}]},
+    "fallback": {"on": ["error"], "chain": [{"kind": "model", "model": "linear", "version": 1}]},
     "rollout": {
         "candidate": {"model": "linear", "version": "candidate"},
         "steps": [{"weight": 25, "hold_s": 60}, {"weight": 100, "hold_s": 60}],
@@ -330,7 +330,7 @@ def test_overview_shows_models_endpoints_rollouts_cache_and_drift(
     assert (progress["status"], progress["step"], progress["weight"]) == ("running", 0, 25.0)
     assert progress["steps"] == [25.0, 100.0] and progress["candidate_version"] == 2
     assert scoring["features"]["shadows"] == ["linear@2 (50%)"]
-    assert scoring["features"]["fallback"] == ["simple"]
+    assert scoring["features"]["fallback"] == ["linear@1"]
 
     cached = {(e["model"], e["version"]): e["state"] for e in doc["cache"]["entries"]}
     assert set(cached.values()) == {"READY"} and set(cached) <= {("simple", 1), ("simple", 2)}

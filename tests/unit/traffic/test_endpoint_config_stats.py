@@ -15,7 +15,7 @@ from tests.unit.traffic.test_endpoints_api import Harness
 SPEC: dict[str, Any] = {
     "routes": [
         {"name": "main", "model": "ident", "weight": 90},
-        {"name": "lin", "model": "linear", "weight": 10},
+        {"name": "old", "model": "ident", "version": 1, "weight": 10},
     ],
 }
 

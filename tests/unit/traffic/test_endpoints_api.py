@@ -154,15 +154,16 @@ def test_metadata_and_readiness_of_an_endpoint_come_from_its_primary_route(
     spec = {
         **SPEC,
         "routes": [
-            {"name": "lin", "model": "linear", "weight": 70},
-            {"name": "id", "model": "ident", "weight": 30},
+            {"name": "old", "model": "ident", "version": 1, "weight": 30},
+            {"name": "main", "model": "ident", "version": 2, "weight": 70},
         ],
     }
     harness.request("PUT", "/v2/endpoints/ab", json=spec)
     meta = harness.request("GET", "/v2/models/ab").json()
     assert meta["name"] == "ab"
-    assert [i["name"] for i in meta["inputs"]] == ["input"]
-    assert meta["parameters"]["model"] == "linear" and meta["parameters"]["route"] == "lin"
+    assert [i["name"] for i in meta["inputs"]] == ["INPUT0"]
+    assert meta["parameters"]["route"] == "main"  # the largest weight, not the first route
+    assert meta["parameters"]["served_version"] == "2"
     assert harness.request("GET", "/v2/models/ab/ready").status_code == 200
     assert harness.request("GET", "/v2/models/ab/versions/1").status_code == 404
 
@@ -203,7 +204,9 @@ class RecordingShadows:
 def test_shadows_get_the_primary_future_right_after_dispatch(harness: Harness) -> None:
     shadows = RecordingShadows()
     harness.traffic.shadows = shadows
-    harness.request("PUT", "/v2/endpoints/ab", json={**SPEC, "shadows": [{"model": "linear"}]})
+    harness.request(
+        "PUT", "/v2/endpoints/ab", json={**SPEC, "shadows": [{"model": "ident", "version": 1}]}
+    )
     assert harness.infer("ab", 1.0).status_code == 200
     assert shadows.seen == [("ab", False), ("done", True)]
     harness.request("PUT", "/v2/endpoints/ab", json=SPEC)  # no shadows: not called
@@ -220,6 +223,8 @@ def test_a_failing_shadow_dispatcher_never_costs_the_client(
     harness: Harness, caplog: pytest.LogCaptureFixture
 ) -> None:
     harness.traffic.shadows = BrokenShadows()
-    harness.request("PUT", "/v2/endpoints/ab", json={**SPEC, "shadows": [{"model": "linear"}]})
+    harness.request(
+        "PUT", "/v2/endpoints/ab", json={**SPEC, "shadows": [{"model": "ident", "version": 1}]}
+    )
     assert harness.infer("ab", 1.0).status_code == 200
     assert "shadow dispatch failed" in caplog.text

@@ -20,7 +20,7 @@ routes:
   - {name: new, model: ident, version: 2, weight: 20}
 sticky_key: x-user-id
 timeout_ms: 50
-fallback: {on: [error, timeout], chain: [{kind: model, model: linear}]}
+fallback: {on: [error, timeout], chain: [{kind: model, model: ident, version: 1}]}
 cache: {ttl_s: 30}
 """
 
@@ -80,7 +80,7 @@ def test_apply_reads_stdin(reg_dir: Path) -> None:
         ("name: [unclosed", "not valid YAML"),
         ("- just\n- a list\n", "must be a mapping"),
         (SPEC_YAML.replace("weight: 20", "weight: 30"), "sum to 100"),
-        (SPEC_YAML.replace("model: linear", "model: missing"), "'missing'"),
+        (SPEC_YAML.replace("model: ident, version: 1}", "model: missing}"), "'missing'"),
     ],
 )
 def test_apply_errors_are_one_red_line(reg_dir: Path, text: str, fragment: str) -> None:

@@ -4,17 +4,27 @@ counter, and validation against the registry (every problem listed, nothing half
 from __future__ import annotations
 
 import json
+from pathlib import Path
 from typing import Any
 
 import pytest
 
 from modelyard.errors import FailedPreconditionError, InvalidInputError, NotFoundError
-from modelyard.registry.endpoints import EndpointNotFoundError, EndpointStore, spec_doc
+from modelyard.registry.endpoints import (
+    EndpointNotFoundError,
+    EndpointStore,
+    inputs_fit,
+    spec_doc,
+)
 from modelyard.registry.registry import Registry
 from modelyard.traffic.spec import parse_spec
+from modelyard.types import Datatype, TensorSpec
+from tests.testmodels import identity_model
 
 _ZERO = {"datatype": "FP32", "shape": [1], "data": [0]}
 _ZERO_INT = {"datatype": "INT64", "shape": [1, 1], "data": [0]}
+_IDENT = "INPUT0 FP32 [-1, -1]"
+_LINEAR = "input FP32 [-1, 20]"
 
 
 def doc(**extra: Any) -> dict[str, Any]:
@@ -85,7 +95,7 @@ def test_spec_round_trips_through_the_registry(store: EndpointStore) -> None:
         fallback={
             "on": ["timeout", "error"],
             "chain": [
-                {"kind": "model", "model": "linear"},
+                {"kind": "model", "model": "ident", "version": 1},
                 {"kind": "last_good"},
                 {
                     "kind": "static",
@@ -220,6 +230,28 @@ def test_unknown_models_are_not_found_and_name_the_field(
             {"fallback": {"chain": [{"kind": "static", "outputs": {"OUTPUT0": _ZERO}}]}},
             "fallback.chain.0.outputs.OUTPUT0.shape: [1] does not fit ident:1's [-1, -1]",
         ),
+        # Every model that answers the endpoint's requests takes the first route's inputs.
+        (
+            {
+                "routes": [
+                    {"name": "a", "model": "ident", "version": 1, "weight": 50},
+                    {"name": "b", "model": "linear", "weight": 50},
+                ]
+            },
+            f"routes.1 (b): linear:1's inputs ({_LINEAR}) do not fit ident:1's ({_IDENT})",
+        ),
+        (
+            {"shadows": [{"model": "linear"}]},
+            f"shadows.0: linear:1's inputs ({_LINEAR}) do not fit ident:1's ({_IDENT})",
+        ),
+        (
+            {"fallback": {"chain": [{"kind": "model", "model": "linear"}]}},
+            f"fallback.chain.0: linear:1's inputs ({_LINEAR}) do not fit ident:1's ({_IDENT})",
+        ),
+        (
+            {"rollout": {"candidate": {"model": "linear"}, "steps": [{"weight": 50}]}},
+            f"rollout.candidate: linear:1's inputs ({_LINEAR}) do not fit ident:1's ({_IDENT})",
+        ),
     ],
 )
 def test_invalid_specs_are_refused_with_the_field_named(
@@ -228,6 +260,84 @@ def test_invalid_specs_are_refused_with_the_field_named(
     with pytest.raises(InvalidInputError) as info:
         store.apply(doc(**change))
     assert fragment in info.value.message
+    assert store.list() == []
+
+
+def _inputs(*specs: tuple[str, Datatype, tuple[int, ...]]) -> tuple[TensorSpec, ...]:
+    return tuple(TensorSpec(name=n, datatype=d, shape=s) for n, d, s in specs)
+
+
+_F, _I = Datatype.FP32, Datatype.INT64
+
+
+@pytest.mark.parametrize(
+    ("got", "want", "fits"),
+    [
+        (_inputs(("x", _F, (-1, 4))), _inputs(("x", _F, (-1, 4))), True),
+        (_inputs(("x", _F, (-1, 4))), _inputs(("x", _F, (2, -1))), True),  # -1 either side
+        (_inputs(("x", _F, (1,)), ("y", _I, ())), _inputs(("y", _I, ()), ("x", _F, (1,))), True),
+        (_inputs(("x", _F, (-1, 4))), _inputs(("x", _F, (-1, 3))), False),
+        (_inputs(("x", _F, (-1, 4))), _inputs(("x", _F, (-1, 4, 1))), False),  # rank
+        (_inputs(("x", _F, (-1,))), _inputs(("x", _I, (-1,))), False),  # datatype
+        (_inputs(("x", _F, (-1,))), _inputs(("z", _F, (-1,))), False),  # name
+        (_inputs(("x", _F, (-1,))), _inputs(("x", _F, (-1,)), ("y", _F, (-1,))), False),
+        (_inputs(("x", _F, (-1,)), ("y", _F, (-1,))), _inputs(("x", _F, (-1,))), False),
+    ],
+)
+def test_inputs_fit(got: tuple[TensorSpec, ...], want: tuple[TensorSpec, ...], fits: bool) -> None:
+    assert inputs_fit(got, want) is fits
+
+
+def test_a_datatype_mismatch_is_refused(
+    store: EndpointStore, registry: Registry, tmp_path: Path
+) -> None:
+    registry.push(identity_model(Datatype.INT64, tmp_path / "int.onnx"), name="ints")
+    with pytest.raises(InvalidInputError) as info:
+        store.apply(doc(shadows=[{"model": "ints"}]))
+    assert info.value.message == (
+        "invalid endpoint 'fraud': shadows.0: ints:1's inputs (INPUT0 INT64 [-1, -1]) do not "
+        f"fit ident:1's ({_IDENT})"
+    )
+
+
+def test_models_with_fitting_inputs_mix_and_the_cascade_is_not_compared(
+    store: EndpointStore, registry: Registry, tmp_path: Path
+) -> None:
+    registry.push(identity_model(Datatype.FP32, tmp_path / "copy.onnx"), name="copy")
+    store.apply(
+        doc(
+            routes=[
+                {"name": "a", "model": "ident", "version": 1, "weight": 50},
+                {"name": "b", "model": "copy", "weight": 50},
+            ],
+            shadows=[{"model": "copy"}],
+            fallback={"chain": [{"kind": "model", "model": "ident", "version": 2}]},
+            rollout={"candidate": {"model": "copy"}, "steps": [{"weight": 50}]},
+            # The cascade's second model has checks of its own, not this one.
+            cascade={
+                "first": {"model": "ident"},
+                "then": {"model": "linear"},
+                "output": "OUTPUT0",
+                "threshold": 0.5,
+            },
+        )
+    )
+
+
+def test_every_mismatch_is_listed_with_the_other_problems(store: EndpointStore) -> None:
+    bad = doc(
+        routes=[
+            {"name": "a", "model": "ident", "weight": 50},
+            {"name": "b", "model": "linear", "weight": 50},
+        ],
+        shadows=[{"model": "linear"}, {"model": "ghost"}],
+        sticky_key="",
+    )
+    with pytest.raises(InvalidInputError) as info:
+        store.apply(bad)
+    message = info.value.message
+    for fragment in ("routes.1 (b): linear:1", "shadows.0: linear:1", "sticky_key", "'ghost'"):
+        assert fragment in message, message
     assert store.list() == []
 
 
