@@ -48,6 +48,15 @@ async def iterations_until(condition: Callable[[], bool], limit: int = 10 * BURS
     raise AssertionError(f"not after {limit} loop iterations")
 
 
+def listening(
+    made: list[asyncio.BaseTransport], backlog: int
+) -> tuple[socket.socket, BatchListener]:
+    """A fresh socket and a listener on the running loop whose connections land in ``made``."""
+    sock = bind_socket("127.0.0.1", 0, listen=False)
+    protocol = type("P", (Counting,), {"made": made})
+    return sock, BatchListener(asyncio.get_running_loop(), protocol, sock, backlog=backlog)
+
+
 @pytest.fixture
 def clients() -> Iterator[list[socket.socket]]:
     opened: list[socket.socket] = []
@@ -69,9 +78,7 @@ def test_a_burst_of_waiting_connections_is_taken_at_once(
     made: list[asyncio.BaseTransport] = []
 
     async def main() -> None:
-        sock = bind_socket("127.0.0.1", 0, listen=False)
-        protocol = type("P", (Counting,), {"made": made})
-        listener = BatchListener(asyncio.get_running_loop(), protocol, sock, backlog=2 * BURST)
+        sock, listener = listening(made, backlog=2 * BURST)
         connect(sock.getsockname()[1], BURST, clients)  # the loop is not running meanwhile
         # One iteration accepts them all; setting up each transport takes a few more.
         # uvloop's own listener needs one iteration per connection (BURST or more).
@@ -92,9 +99,7 @@ def test_a_closed_listener_leaves_connections_in_the_backlog(
     made: list[asyncio.BaseTransport] = []
 
     async def main() -> None:
-        sock = bind_socket("127.0.0.1", 0, listen=False)
-        protocol = type("P", (Counting,), {"made": made})
-        listener = BatchListener(asyncio.get_running_loop(), protocol, sock, backlog=8)
+        sock, listener = listening(made, backlog=8)
         listener.close()
         listener.close()  # twice is harmless, as asyncio.Server's
         connect(sock.getsockname()[1], 3, clients)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import threading
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -57,20 +58,27 @@ class _ServerThread:
         self._loop.close()
 
 
-@pytest.fixture(scope="module")
-def server() -> Iterator[RunningServer]:
+@contextlib.contextmanager
+def running(settings: Settings) -> Iterator[RunningServer]:
+    """A gRPC server with ``settings`` over a fresh fake dataplane, on its own thread."""
     dataplane = FakeDataPlane()
-    settings = Settings(
-        host="127.0.0.1",
-        max_tensor_elements=MAX_TENSOR_ELEMENTS,
-        max_request_bytes=MAX_REQUEST_BYTES,
-    )
     thread = _ServerThread(dataplane, settings)
     port = thread.start()
     try:
         yield RunningServer(url=f"127.0.0.1:{port}", dataplane=dataplane)
     finally:
         thread.stop()
+
+
+@pytest.fixture(scope="module")
+def server() -> Iterator[RunningServer]:
+    settings = Settings(
+        host="127.0.0.1",
+        max_tensor_elements=MAX_TENSOR_ELEMENTS,
+        max_request_bytes=MAX_REQUEST_BYTES,
+    )
+    with running(settings) as server:
+        yield server
 
 
 @pytest.fixture

@@ -15,8 +15,7 @@ from tritonclient.utils import InferenceServerException
 from modelyard.frontends.proto import grpc_service_pb2 as pb
 from modelyard.frontends.proto import grpc_service_pb2_grpc as pb_grpc
 from modelyard.settings import Settings
-from tests.unit.frontends_grpc.conftest import RunningServer, _ServerThread
-from tests.unit.frontends_grpc.fakes import FakeDataPlane
+from tests.unit.frontends_grpc.conftest import RunningServer, running
 from tests.unit.frontends_grpc.test_server import simple_inputs
 
 TOKEN = "s3cret-token"
@@ -24,13 +23,8 @@ TOKEN = "s3cret-token"
 
 @pytest.fixture(scope="module")
 def guarded() -> Iterator[RunningServer]:
-    dataplane = FakeDataPlane()
-    thread = _ServerThread(dataplane, Settings(host="127.0.0.1", admin_token=SecretStr(TOKEN)))
-    port = thread.start()
-    try:
-        yield RunningServer(url=f"127.0.0.1:{port}", dataplane=dataplane)
-    finally:
-        thread.stop()
+    with running(Settings(host="127.0.0.1", admin_token=SecretStr(TOKEN))) as server:
+        yield server
 
 
 @pytest.fixture
