@@ -10,8 +10,9 @@ and encodes the answer. Its own job is the delivery guarantee:
 * **backpressure**: at most ``max_in_flight`` messages are fetched and not yet acknowledged;
 * **at-least-once**: a message is acknowledged only after its result (or dead letter) was
   written; a crash before that means it is delivered again (a duplicate, never a loss);
-* **poison messages** go to the dead-letter sink with the error and are acknowledged; errors
-  that say "not now" (model loading or overloaded, sink down) are retried with backoff;
+* **poison messages** (invalid input, the model failing on it) go to the dead-letter sink with
+  the error and are acknowledged; everything else says "not now" (a model loading, overloaded
+  or broken, an alias gone, the sink down) and is retried with backoff until it passes;
 * **graceful shutdown**: after :meth:`StreamConsumer.stop` nothing is fetched, and everything
   in flight is settled before :meth:`StreamConsumer.run` returns;
 * **consumer lag**: :meth:`StreamConsumer.lag`, a log line every ``lag_interval_s`` and the
@@ -199,11 +200,13 @@ class StreamConsumer:
             except Exception as exc:  # the registry could not say what the model takes
                 outcomes = [(m.ref, exc) for m in todo]
             retry: list[Message] = []
+            why: BaseException | None = None
             for message, (msg_id, outcome) in zip(todo, outcomes, strict=True):
                 if isinstance(outcome, InferResponse):
                     results.append((message, encode_result(msg_id, outcome)))
                 elif is_transient(outcome):
                     retry.append(message)
+                    why = outcome
                 else:
                     code = code_of(outcome)
                     self.stats.errors[code] = self.stats.errors.get(code, 0) + 1
@@ -213,7 +216,15 @@ class StreamConsumer:
                 self.stats.retried += len(retry)
                 if self._stop.is_set():
                     return results, dead, len(retry)
-                await self._pause(backoff.next())
+                delay = backoff.next()
+                log.warning(
+                    "stream: %d message(s) not scored now (%s: %s); again in %.1f s",
+                    len(retry),
+                    code_of(why) if why is not None else "?",
+                    why,
+                    delay,
+                )
+                await self._pause(delay)
             todo = retry
         return results, dead, 0
 

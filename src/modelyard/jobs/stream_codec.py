@@ -16,7 +16,7 @@ from typing import Any
 import numpy as np
 import orjson
 
-from modelyard.errors import ErrorCode, InvalidInputError, ModelYardError, UnavailableError
+from modelyard.errors import ErrorCode, InvalidInputError, ModelYardError
 from modelyard.jobs.sources import Message
 from modelyard.types import Array, InferRequest, InferResponse, Signature
 
@@ -120,9 +120,23 @@ def dead_letter_body(message: Message, msg_id: Any, error: BaseException) -> byt
     return orjson.dumps(doc)
 
 
+#: Errors a message itself causes (dead-lettered): bad input, and a model failing on it.
+_MESSAGE_FAULTS = frozenset({ErrorCode.INVALID_ARGUMENT, ErrorCode.INTERNAL})
+
+
 def is_transient(error: BaseException) -> bool:
-    """Errors that say "not now" (retry), as opposed to "never" (dead letter)."""
-    return isinstance(error, UnavailableError)
+    """Errors that say "not now" (retried until they pass), as opposed to "never" (dead letter).
+
+    Only what the message causes is "never": invalid input, or the model failing on it. The
+    rest is the deployment's state and says nothing about the message: a model that cannot be
+    loaded (UNAVAILABLE), a version whose artifact fails its checksum or needs an opt-in
+    (FAILED_PRECONDITION, PERMISSION_DENIED), an alias or model that is gone (NOT_FOUND), a
+    model over the cache budget (RESOURCE_EXHAUSTED), a timeout. Dead-lettering those would
+    empty the stream into the dead-letter sink while the deployment is broken; retried, the
+    messages are scored once it is fixed (an alias moved back)."""
+    if not isinstance(error, ModelYardError) or isinstance(error, InvalidInputError):
+        return False  # an unexpected exception of the model's (like INTERNAL), or bad input
+    return error.code not in _MESSAGE_FAULTS
 
 
 def _text(value: object) -> str:

@@ -9,9 +9,20 @@ from typing import Any
 import orjson
 import pytest
 
-from modelyard.errors import InvalidInputError, ModelLoadError, UnavailableError
+from modelyard.errors import (
+    ChecksumMismatchError,
+    DeadlineExceededError,
+    InferenceError,
+    InvalidInputError,
+    ModelLoadError,
+    ModelNotFoundError,
+    ModelTooLargeError,
+    PayloadTooLargeError,
+    UnavailableError,
+)
 from modelyard.jobs.sources.memory import MemoryStream
 from modelyard.jobs.stream import StreamConsumer, StreamMetrics, StreamOptions
+from modelyard.jobs.stream_codec import is_transient
 from tests.unit.jobs.streamkit import FakeModel, message, results, run_until, until
 
 FAST = {"poll_s": 0.01, "retry_initial_s": 0.001, "retry_max_s": 0.002}
@@ -91,6 +102,39 @@ def test_transient_errors_are_retried_not_dead_lettered() -> None:
     stats = asyncio.run(run_until(c, lambda: len(source.acked()) == 3))
     assert sorted(results(sink.bodies)) == [0, 1, 2] and dead.bodies == []
     assert stats.retried == 2
+
+
+def test_a_broken_deployment_is_retried_not_dead_lettered() -> None:
+    # An alias moved to a version whose artifact fails its checksum, then an alias removed:
+    # the deployment's state, not the messages'. They are scored once it is fixed.
+    source, sink, dead = streams(3)
+    model = FakeModel()
+    model.failures[1] = [
+        ChecksumMismatchError("fraud:3: file 'model.onnx' has sha256 1da5, expected 272b"),
+        ModelNotFoundError("model 'fraud' has no alias 'production'"),
+        ModelTooLargeError("fraud:3 needs more than the cache budget"),
+    ]
+    c = consumer(model, source, sink, dead, merge=False)
+    stats = asyncio.run(run_until(c, lambda: len(source.acked()) == 3))
+    assert sorted(results(sink.bodies)) == [0, 1, 2] and dead.bodies == []
+    assert stats.retried == 3
+
+
+@pytest.mark.parametrize(
+    ("error", "transient"),
+    [
+        (InvalidInputError("bad"), False),
+        (PayloadTooLargeError("too big"), False),
+        (InferenceError("the model raised"), False),
+        (RuntimeError("unexpected"), False),
+        (UnavailableError("loading"), True),
+        (ChecksumMismatchError("sha256"), True),
+        (ModelNotFoundError("gone"), True),
+        (DeadlineExceededError("late"), True),
+    ],
+)
+def test_only_what_a_message_causes_is_final(error: BaseException, transient: bool) -> None:
+    assert is_transient(error) is transient
 
 
 def test_in_flight_messages_are_bounded() -> None:
