@@ -44,7 +44,9 @@ from modelyard.core.clock import SYSTEM_CLOCK, Clock
 from modelyard.core.model_loading import Loader, build_runtime, load_error
 from modelyard.core.observer import CacheEvent
 from modelyard.errors import (
+    ChecksumMismatchError,
     InvalidInputError,
+    ModelLoadError,
     ModelYardError,
     UnavailableError,
 )
@@ -211,7 +213,16 @@ class ModelCache:
             )
         except BaseException as exc:  # every failure must complete the future waiters block on
             error = exc
-            if not isinstance(exc, ModelYardError):
+            if isinstance(exc, ChecksumMismatchError):
+                # The server's fault, not the client's (a 503, not a 400), and its details
+                # (store URLs, hashes) are for the log, which _fail writes, not for clients.
+                log.warning("model %s failed verification: %s", entry.key, exc.message)
+                error = ModelLoadError(
+                    f"model {entry.key} cannot be served: a file of it failed verification "
+                    "(the server log names it)"
+                )
+                error.__cause__ = exc
+            elif not isinstance(exc, ModelYardError):
                 error = load_error(entry.key, "load", exc)
                 error.__cause__ = exc
             self._fail(entry, error)
