@@ -30,6 +30,7 @@ from modelyard.cli_common import (
     when,
 )
 from modelyard.errors import FailedPreconditionError, InvalidInputError, ModelYardError
+from modelyard.registry.store import redact
 from modelyard.settings import ENV_PREFIX, Settings, use_config_file
 from modelyard.types import TensorSpec
 
@@ -168,7 +169,7 @@ def models(registry: str | None) -> None:
     settings = load_cli_settings(registry=registry)
     with open_registry(settings) as reg:
         infos = reg.list_models()
-    table = Table(title=f"models in {settings.registry}")
+    table = Table(title=f"models in {redact(settings.registry)}")
     table.add_column("name", overflow="fold")
     table.add_column("latest version")
     table.add_column("aliases", overflow="fold")

@@ -13,6 +13,7 @@ from rich.table import Table
 
 from modelyard.cli_common import console, load_cli_settings, open_registry, registry_option, when
 from modelyard.errors import InvalidInputError
+from modelyard.registry.store import redact
 
 
 def register(group: click.Group) -> None:
@@ -65,7 +66,7 @@ def list_cmd(registry: str | None) -> None:
     settings = load_cli_settings(registry=registry)
     with open_registry(settings) as reg:
         records = EndpointStore(reg).list()
-    table = Table(title=f"endpoints in {settings.registry}")
+    table = Table(title=f"endpoints in {redact(settings.registry)}")
     table.add_column("name", overflow="fold")
     table.add_column("revision", justify="right")
     table.add_column("routes", overflow="fold")

@@ -137,3 +137,20 @@ def test_create_false_refuses_a_schema_without_registry_tables(
         Registry(pg_schema_url, artifacts=artifacts, create=False)
     Registry(pg_schema_url, artifacts=artifacts).close()
     Registry(pg_schema_url, artifacts=artifacts, create=False).close()
+
+
+def test_cli_tables_show_the_registry_without_its_password(
+    pg_registry: Registry, pg_schema_url: str, tmp_path: Path
+) -> None:
+    from click.testing import CliRunner
+
+    from modelyard.cli import main
+
+    pg_registry.push(FakeModel(), name="m")
+    url = pg_schema_url.replace("postgresql://postgres@", "postgresql://postgres:s3cret@", 1)
+    assert "s3cret" in url  # trust auth here: the password is ignored, the URL still works
+    for command in (["models"], ["endpoint", "list"]):
+        env = {"MODELYARD_ARTIFACTS": str(tmp_path / "artifacts")}
+        result = CliRunner().invoke(main, [*command, "--registry", url], env=env)
+        assert result.exit_code == 0, result.output
+        assert "s3cret" not in result.output and "postgres@" in result.output

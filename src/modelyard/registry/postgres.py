@@ -8,7 +8,7 @@ from contextlib import contextmanager
 from typing import TYPE_CHECKING, Any
 
 from modelyard.errors import UnavailableError, install_hint
-from modelyard.registry.store import Result, ThreadConnections, Tx
+from modelyard.registry.store import Result, ThreadConnections, Tx, redact
 
 if TYPE_CHECKING:
     import psycopg
@@ -21,16 +21,6 @@ def to_psycopg(sql: str) -> str:
     Registry SQL never has ``?`` inside string literals, so a plain replacement is exact.
     """
     return sql.replace("%", "%%").replace("?", "%s")
-
-
-def redact(url: str) -> str:
-    """``url`` without its password, for messages and logs."""
-    scheme, sep, rest = url.partition("://")
-    if not sep or "@" not in rest:
-        return url
-    creds, _, host = rest.rpartition("@")
-    user = creds.split(":", 1)[0]
-    return f"{scheme}://{user}@{host}" if user else f"{scheme}://{host}"
 
 
 class PostgresStore:

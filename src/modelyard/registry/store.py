@@ -233,6 +233,16 @@ class _SqliteTx:
         return Result(rows=[tuple(r) for r in rows], rowcount=cur.rowcount)
 
 
+def redact(url: str) -> str:
+    """``url`` without its password, for messages and logs."""
+    scheme, sep, rest = url.partition("://")
+    if not sep or "@" not in rest:
+        return url
+    creds, _, host = rest.rpartition("@")
+    user = creds.split(":", 1)[0]
+    return f"{scheme}://{user}@{host}" if user else f"{scheme}://{host}"
+
+
 def open_store(url: str) -> Store:
     """A store for ``sqlite:///path.db`` or ``postgresql://…`` (``postgres://`` too).
 
