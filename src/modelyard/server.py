@@ -99,8 +99,21 @@ async def _preload(app: App) -> None:
     for item in dict.fromkeys(names):
         name, _, ref = item.partition("@")
         mv = await asyncio.to_thread(app.registry.resolve, name, ref or None)
-        await app.cache.load(CacheKey(mv.model, mv.version))
+        key = CacheKey(mv.model, mv.version)
+        # Pinned, as the repository API's load pins: neither idleness nor the budget takes a
+        # preloaded model out (a hot swap moves the pin to the new version).
+        app.cache.pin(key)
+        await app.cache.load(key)
         log.info("preloaded %s (version %d)", name, mv.version)
+    stats = app.cache.stats
+    if stats.bytes_in_use > stats.budget_bytes:
+        log.warning(
+            "the preloaded models take %d bytes, more than the model cache's budget of %d "
+            "(cache_bytes): they stay loaded, and other models cannot load until the budget "
+            "is raised or models are unloaded",
+            stats.bytes_in_use,
+            stats.budget_bytes,
+        )
 
 
 async def _run_background(app: App) -> None:

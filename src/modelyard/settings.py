@@ -77,7 +77,9 @@ class Settings(BaseSettings):
         default=30.0, ge=0, description="On SIGTERM, how long in-flight requests may finish."
     )
     preload: Annotated[tuple[str, ...], NoDecode] = Field(
-        default=(), description="Models (name or name@alias) loaded and warmed before ready."
+        default=(),
+        description="Models (name or name@alias) loaded and warmed before ready, and kept "
+        "loaded (pinned: neither idle unload nor the cache budget evicts them).",
     )
     demo: bool = Field(default=False, description="Create and serve the demo models.")
     admin_token: SecretStr | None = Field(
