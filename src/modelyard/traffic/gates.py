@@ -178,6 +178,14 @@ def _error_rate_check(
         f"error rate {candidate.error_rate:.2%} vs production {base_rate:.2%} "
         f"(delta {delta:+.2%}, max {limit:.2%})"
     )
+    if not judged and candidate.requests < gates.min_requests:
+        # Early: say which delta is meant (the one the candidate cannot get below any more).
+        detail = (
+            f"error rate at least {candidate.errors / gates.min_requests:.2%} at "
+            f"{gates.min_requests} requests ({candidate.errors} errors in the first "
+            f"{candidate.requests}) vs production {base_rate:.2%} "
+            f"(delta at least {delta:+.2%}, max {limit:.2%})"
+        )
     if delta > limit and (judged or baseline.requests >= gates.min_requests):
         return Check("error_rate", Verdict.FAIL, delta, limit, detail)
     return Check("error_rate", Verdict.PASS if judged else Verdict.WAIT, delta, limit, detail)

@@ -212,7 +212,7 @@ def test_a_candidate_that_rejects_what_production_answers_rolls_back(env: Env, c
     env.controller.round()
     state = env.state()
     assert state.status is Status.ROLLED_BACK, state.reason
-    assert "error rate 100.00% vs production 0.00%" in state.reason
+    assert "(60 errors in the first 60) vs production 0.00%" in state.reason
 
 
 def test_bad_input_on_both_sides_moves_no_verdict(env: Env) -> None:
