@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sys
 import time
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
@@ -15,12 +16,13 @@ from modelyard.cli_common import (
     pickle_flag_hint,
     registry_option,
 )
-from modelyard.errors import ModelYardError
+from modelyard.errors import InvalidInputError, ModelYardError
 from modelyard.registry.names import PRODUCTION
 from modelyard.registry.registry import Registry
 
 if TYPE_CHECKING:
-    from modelyard.registry.mlflow_source import MlflowRegistry
+    from modelyard.registry.mlflow_source import MlflowRegistry, MlflowSource
+    from modelyard.settings import Settings
 
 F = Callable[..., Any]
 
@@ -28,6 +30,19 @@ F = Callable[..., Any]
 def register(group: click.Group) -> None:
     """Add this module's commands to the ``modelyard`` group."""
     group.add_command(mlflow_group)
+
+
+def mlflow_source(settings: Settings) -> MlflowSource:
+    """The MLflow client of ``settings``: its tracking URI and request limits; MLflow's
+    download progress bar only when stderr is a terminal."""
+    from modelyard.registry.mlflow_source import MlflowSource
+
+    return MlflowSource(
+        settings.mlflow_tracking_uri,
+        timeout_s=settings.mlflow_timeout_s,
+        max_retries=settings.mlflow_max_retries,
+        progress=sys.stderr.isatty(),
+    )
 
 
 def _tracking_option(func: F) -> F:
@@ -66,10 +81,10 @@ def import_cmd(
 ) -> None:
     """Copy the MLflow model version URI (models:/NAME/VERSION or models:/NAME@ALIAS) into a
     new ModelYard version. Importing the same MLflow version again reuses the first copy."""
-    from modelyard.registry.mlflow_source import MlflowSource, import_version
+    from modelyard.registry.mlflow_source import import_version
 
     settings = load_cli_settings(registry=registry, mlflow_tracking_uri=tracking_uri)
-    source = MlflowSource(settings.mlflow_tracking_uri)
+    source = mlflow_source(settings)
     with open_registry(settings, create=True) as reg, pickle_flag_hint():
         result = import_version(reg, source, uri, name=name, alias=alias, allow_pickle=allow_pickle)
     verb = "imported" if result.imported else "already imported"
@@ -104,11 +119,11 @@ def sync_cmd(
     """Look up the version the MLflow alias URI (models:/NAME@ALIAS) names now, import it if
     needed, and move ALIAS of the ModelYard model to it; servers hot-swap to it. With --watch,
     keep doing so: promotions in MLflow then reach every server within SECONDS."""
-    from modelyard.registry.mlflow_source import MlflowSource, parse_ref
+    from modelyard.registry.mlflow_source import parse_ref
 
     ref = parse_ref(uri)
     settings = load_cli_settings(registry=registry, mlflow_tracking_uri=tracking_uri)
-    source = MlflowSource(settings.mlflow_tracking_uri)
+    source = mlflow_source(settings)
     with open_registry(settings, create=True) as reg:
         if watch is None:
             with pickle_flag_hint():
@@ -171,19 +186,15 @@ def _sync_once(
 @click.argument("uri")
 @click.option("--name", default=None, help="ModelYard model name (default: the MLflow name).")
 @click.option("--alias", default=PRODUCTION, show_default=True, help="The ModelYard alias to move.")
-@click.option(
-    "--tracking-uri",
-    metavar="URL",
-    default=None,
-    help="MLflow tracking server of this follow (default: the controller's "
-    "mlflow_tracking_uri setting).",
-)
+@_tracking_option
 @registry_option
 def follow_cmd(
     uri: str, name: str | None, alias: str, tracking_uri: str | None, registry: str | None
 ) -> None:
     """Record in the registry that ALIAS of the model follows the MLflow alias URI
-    (models:/NAME@ALIAS): the controller (elected among the `modelyard serve` processes whose
+    (models:/NAME@ALIAS) of the tracking server in effect now (--tracking-uri, else
+    MODELYARD_MLFLOW_TRACKING_URI, else MLflow's default), after checking that the alias exists
+    there. The controller (elected among the `modelyard serve` processes whose
     MODELYARD_CONTROLLER setting is true, the default) syncs it every mlflow_sync_interval_s, so a
     promotion in MLflow reaches every server by itself. Run `modelyard mlflow sync` once to
     import the current version right away."""
@@ -191,10 +202,14 @@ def follow_cmd(
     from modelyard.registry.mlflow_source import parse_ref
 
     ref = parse_ref(uri)
-    settings = load_cli_settings(registry=registry)
+    if ref.alias is None:
+        raise InvalidInputError(f"follow needs an MLflow alias (models:/NAME@ALIAS), not {ref}")
+    settings = load_cli_settings(registry=registry, mlflow_tracking_uri=tracking_uri)
+    source = mlflow_source(settings)
+    source.resolve(ref)  # the alias exists there (not found / unavailable otherwise)
     with open_registry(settings, create=True) as reg:
-        stored = set_follow(reg, Follow(name or ref.name, uri, alias, tracking_uri))
-    click.echo(f"{stored.model}@{stored.alias} follows {stored.uri}")
+        stored = set_follow(reg, Follow(name or ref.name, uri, alias, source.tracking_uri))
+    click.echo(f"{stored.model}@{stored.alias} follows {stored.uri} ({stored.tracking_uri})")
 
 
 @mlflow_group.command("unfollow", short_help="Stop following an MLflow alias.")

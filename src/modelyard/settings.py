@@ -60,6 +60,20 @@ class Settings(BaseSettings):
         description="How often the controller syncs the models that follow an MLflow alias "
         "(`modelyard mlflow follow`).",
     )
+    mlflow_timeout_s: int = Field(
+        default=10,
+        ge=1,
+        description="Timeout of one HTTP request to MLflow, in seconds (MLflow's own default is "
+        "120). With mlflow_max_retries it bounds how long an unreachable MLflow can hold "
+        "`modelyard mlflow` or a follow.",
+    )
+    mlflow_max_retries: int = Field(
+        default=2,
+        ge=0,
+        le=10,
+        description="Retries (with backoff) of a failed HTTP request to MLflow (MLflow's own "
+        "default is 7, about 4 minutes against an unreachable server; its limit is 10).",
+    )
 
     # ---- server -------------------------------------------------------------------------------
     host: str = Field(default="127.0.0.1", description="Interface the HTTP and gRPC servers bind.")

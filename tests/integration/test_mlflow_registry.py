@@ -203,6 +203,7 @@ def test_cli_import_sync_and_watch(mlflow_uri: str, logger: Logger, tmp_path: Pa
     )
     assert out.exit_code == 0, out.output
     assert f"imported models:/{name}/{v2} as flowers:1" in out.output
+    assert "Downloading artifacts" not in out.output  # no progress bar: stderr is no terminal
 
     out = runner.invoke(
         main, ["mlflow", "sync", f"models:/{name}@champion", "--name", "flowers", *common]
@@ -262,11 +263,11 @@ def test_a_server_follows_a_promotion_in_mlflow(
             "--registry",
             str(registry),
         ],
+        env={"MODELYARD_MLFLOW_TRACKING_URI": mlflow_uri},
     )
     assert out.exit_code == 0, out.output
-    assert f"iris@production follows models:/{name}@champion" in out.output
-    env = {
-        "MODELYARD_MLFLOW_TRACKING_URI": mlflow_uri,
+    assert f"iris@production follows models:/{name}@champion ({mlflow_uri})" in out.output
+    env = {  # no MODELYARD_MLFLOW_TRACKING_URI: the follow record names its tracking server
         "MODELYARD_MLFLOW_SYNC_INTERVAL_S": "0.5",
         "MODELYARD_CONTROLLER_INTERVAL_S": "0.5",
         "MODELYARD_WATCH_INTERVAL_S": "0.5",

@@ -2,16 +2,20 @@
 
 ``modelyard mlflow follow models:/fraud@champion --alias production`` stores a *follow* in the
 model's metadata (``metadata["mlflow_follow"]``: the MLflow URI, the ModelYard alias, the
-tracking server). The controller (one per registry) runs :meth:`MlflowFollower.round` in every
-round and, at most every ``mlflow_sync_interval_s``, syncs each follow
-(:func:`~modelyard.registry.mlflow_source.sync_alias`): a promotion in MLflow is imported and
-the ModelYard alias moved, and every server hot-swaps to it. Pickled models are imported only
-when the controller's own settings allow pickle; a follow record cannot ask for it.
+tracking server in effect when it was made). The controller (one per registry) calls
+:meth:`MlflowFollower.start` in every round and, at most every ``mlflow_sync_interval_s``, syncs
+each follow (:func:`~modelyard.registry.mlflow_source.sync_alias`) on a thread of the follower's
+own: a promotion in MLflow is imported and the ModelYard alias moved, and every server
+hot-swaps to it. A slow or unreachable MLflow therefore never holds the controller's round (its
+lease renewal and the rollout gates): the next pass starts only after the last one ended.
+Pickled models are imported only when the controller's own settings allow pickle; a follow
+record cannot ask for it.
 """
 
 from __future__ import annotations
 
 import logging
+import threading
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -93,9 +97,9 @@ def remove_follow(registry: Registry, model: str) -> bool:
 
 
 class MlflowFollower:
-    """Syncs every follow at most every ``interval_s`` (of ``clock``); :meth:`round` is the
-    controller's pass. ``source_for`` builds the MLflow client of a tracking URI (None: the
-    default one), once per URI."""
+    """Syncs every follow at most every ``interval_s`` (of ``clock``); :meth:`start` is the
+    controller's pass (:meth:`round` the same, waited for). ``source_for`` builds the MLflow
+    client of a tracking URI (None: the default one), once per URI."""
 
     def __init__(
         self,
@@ -115,16 +119,64 @@ class MlflowFollower:
         self._source_for = source_for
         self._sources: dict[str | None, MlflowRegistry] = {}
         self._last: float | None = None
+        self._thread: threading.Thread | None = None
+        self._closed = threading.Event()
 
-    def round(self) -> list[SyncResult]:
-        """Sync every follow when ``interval_s`` has passed since the last time; the syncs
-        that changed an alias. A failing follow is logged and tried again next time."""
+    def _due(self) -> bool:
+        """True (and the interval restarted) when ``interval_s`` has passed since last time."""
         now = self.clock.monotonic()
         if self._last is not None and now - self._last < self.interval_s:
-            return []
+            return False
         self._last = now
+        return True
+
+    def start(self) -> bool:
+        """The controller's pass, which never waits for MLflow: when due, sync every follow on
+        a daemon thread (a stuck MLflow call does not hold shutdown either). Skipped, with a
+        warning, while the previous pass still runs. True when a pass was started."""
+        if self._closed.is_set():
+            return False
+        if self._thread is not None and self._thread.is_alive():
+            if self._due():
+                log.warning("mlflow follows: the previous pass is still running; skipped")
+            return False
+        if not self._due():
+            return False
+        self._thread = threading.Thread(
+            target=self._run, name="modelyard-mlflow-follow", daemon=True
+        )
+        self._thread.start()
+        return True
+
+    def _run(self) -> None:
+        try:
+            self.sync_all()
+        except Exception as exc:  # e.g. the registry failed: logged, tried again next time
+            log.warning("mlflow follows failed: %s", exc)
+
+    def join(self, timeout_s: float | None = None) -> bool:
+        """Wait for the running pass (tests, orderly shutdown); True when none runs now."""
+        thread = self._thread
+        if thread is not None:
+            thread.join(timeout_s)
+        return thread is None or not thread.is_alive()
+
+    def close(self) -> None:
+        """Start no more passes; a running one stops before its next follow."""
+        self._closed.set()
+
+    def round(self) -> list[SyncResult]:
+        """Sync every follow when ``interval_s`` has passed since the last time, in this
+        thread; the syncs that changed an alias."""
+        return self.sync_all() if self._due() else []
+
+    def sync_all(self) -> list[SyncResult]:
+        """Sync every follow now; the syncs that changed an alias. A failing follow is logged
+        and tried again next time."""
         changed = []
         for follow in follows(self.registry):
+            if self._closed.is_set():
+                break
             try:
                 result = sync_alias(
                     self.registry,

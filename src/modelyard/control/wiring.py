@@ -9,12 +9,13 @@
   dataplane (``app.extras["traffic"]``) when it has ``rollout_view`` / ``shadows`` attributes;
 * with ``settings.controller``, the controller loop runs as a background task (it acts only
   while it holds the registry's controller lease) and gives the lease up at shutdown; each of
-  its rounds also syncs the models that follow an MLflow alias
-  (:mod:`modelyard.control.mlflow_follow`).
+  its rounds also starts syncing the models that follow an MLflow alias
+  (:mod:`modelyard.control.mlflow_follow`) on a thread that the round does not wait for.
 """
 
 from __future__ import annotations
 
+import functools
 import logging
 from typing import TYPE_CHECKING
 
@@ -22,6 +23,7 @@ from modelyard.control.controller import Controller
 from modelyard.control.mlflow_follow import MlflowFollower
 from modelyard.control.rollout_view import RegistryRolloutView
 from modelyard.core.observer import Observer, Observers
+from modelyard.registry.mlflow_source import MlflowSource
 from modelyard.traffic.shadow import ShadowRunner
 from modelyard.traffic.shadow_process import ProcessShadows
 from modelyard.traffic.stats import StatsCollector, replica_name
@@ -93,6 +95,11 @@ def install(app: App) -> None:
             tracking_uri=settings.mlflow_tracking_uri,
             allow_pickle=settings.allow_pickle,
             clock=app.clock,
+            source_for=functools.partial(
+                MlflowSource,
+                timeout_s=settings.mlflow_timeout_s,
+                max_retries=settings.mlflow_max_retries,
+            ),
         )
         controller = Controller(
             app.registry,
@@ -100,8 +107,9 @@ def install(app: App) -> None:
             interval_s=settings.controller_interval_s,
             stats_interval_s=settings.stats_interval_s,
             on_change=view.refresh,
-            passes=[follower.round],
+            passes=[follower.start],  # syncs on a thread of its own: MLflow never holds a round
         )
         app.extras["controller"] = controller
         app.background.append(controller.run)
         app.closers.append(controller.release)
+        app.closers.append(follower.close)

@@ -16,8 +16,9 @@ the bridge, in two operations:
 Which files are taken from the MLflow model (its ``MLmodel`` flavors, :func:`choose_flavor`):
 ``onnx`` (the ``.onnx`` file), ``sklearn`` saved with ``serialization_format="skops"``,
 ``xgboost`` (JSON or UBJSON; MLflow's default format name ``xgb`` is UBJSON since XGBoost 2) and
-``lightgbm`` boosters (text). scikit-learn models saved as pickle or cloudpickle (MLflow's
-default) run code when loaded: they are imported only with ``allow_pickle``. Models with only a
+``lightgbm`` boosters (text). scikit-learn models saved as pickle or cloudpickle (MLflow 3
+writes skops by default, cloudpickle on Databricks) run code when loaded: they are imported
+only with ``allow_pickle``. Models with only a
 ``python_function`` flavor are refused: convert them to ONNX first.
 
 The MLflow side is reached through :class:`MlflowSource` (``mlflow-skinny``, the extra
@@ -27,6 +28,7 @@ The MLflow side is reached through :class:`MlflowSource` (``mlflow-skinny``, the
 from __future__ import annotations
 
 import contextlib
+import os
 import re
 import shutil
 import tempfile
@@ -368,10 +370,16 @@ class MlflowSource:
     """An MLflow tracking server (and its model registry) reached with ``mlflow-skinny``.
 
     ``tracking_uri`` None uses MLflow's own default (``MLFLOW_TRACKING_URI``, else its local
-    store). Errors become ModelYard errors: an unknown model, version or alias is
+    store). ``timeout_s``/``max_retries`` bound each HTTP request (settings ``mlflow_timeout_s``,
+    ``mlflow_max_retries``; None keeps MLflow's 120 s and 7 retries); ``progress`` shows MLflow's
+    download progress bar (the CLI: when stderr is a terminal). See :func:`configure_client`.
+    Errors become ModelYard errors: an unknown model, version or alias is
     ModelNotFoundError (404), a server that cannot be reached UnavailableError (503)."""
 
     uri: str | None = None
+    timeout_s: int | None = None
+    max_retries: int | None = None
+    progress: bool = False
     _client: Any = field(default=None, init=False, repr=False)
 
     def __post_init__(self) -> None:
@@ -379,6 +387,7 @@ class MlflowSource:
             import mlflow
         except ImportError as exc:
             raise install_hint("mlflow-skinny", "mlflow") from exc
+        configure_client(self.timeout_s, self.max_retries, progress=self.progress)
         self.uri = self.uri or mlflow.get_tracking_uri()
         self._client = mlflow.MlflowClient(tracking_uri=self.uri, registry_uri=self.uri)
 
@@ -415,6 +424,18 @@ class MlflowSource:
                 artifact_uri=location, dst_path=str(destination), tracking_uri=self.uri
             )
         return Path(path)
+
+
+def configure_client(timeout_s: int | None, max_retries: int | None, *, progress: bool) -> None:
+    """Apply ModelYard's limits to MLflow's client. MLflow reads them only from its environment
+    variables (at each request), so this, the one place that does so, writes them for this
+    process: ``MLFLOW_HTTP_REQUEST_TIMEOUT``, ``MLFLOW_HTTP_REQUEST_MAX_RETRIES`` (left as they
+    are when None) and ``MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR``. The values come from Settings."""
+    if timeout_s is not None:
+        os.environ["MLFLOW_HTTP_REQUEST_TIMEOUT"] = str(timeout_s)
+    if max_retries is not None:
+        os.environ["MLFLOW_HTTP_REQUEST_MAX_RETRIES"] = str(max_retries)
+    os.environ["MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR"] = "true" if progress else "false"
 
 
 @contextlib.contextmanager

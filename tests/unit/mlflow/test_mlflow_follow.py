@@ -4,12 +4,14 @@ follower's schedule on a fake clock, failure isolation, and the controller's pas
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
+from click.testing import CliRunner, Result
 
+from modelyard.cli import main
 from modelyard.control.controller import Controller
 from modelyard.control.mlflow_follow import (
     FOLLOW_KEY,
@@ -182,3 +184,79 @@ def test_controller_runs_its_passes_only_as_leader_and_contains_failures(
         standby.round()
     assert calls == ["broken", "second"]
     assert "boom" in caplog.text
+
+
+@pytest.fixture
+def cli_mlflow(mlflow: FakeMlflow, monkeypatch: pytest.MonkeyPatch) -> Callable[..., Result]:
+    """``modelyard mlflow ARGS`` with the fake MLflow at the tracking URI in effect."""
+    from modelyard import cli_mlflow
+    from modelyard.settings import Settings
+
+    def source(settings: Settings) -> FakeMlflow:
+        mlflow.tracking_uri = settings.mlflow_tracking_uri or "sqlite:///mlflow.db"
+        return mlflow
+
+    monkeypatch.setattr(cli_mlflow, "mlflow_source", source)
+    monkeypatch.delenv("MODELYARD_MLFLOW_TRACKING_URI", raising=False)
+
+    def invoke(*args: str, env: dict[str, str] | None = None) -> Result:
+        return CliRunner().invoke(main, ["mlflow", *args], env=env)
+
+    return invoke
+
+
+def test_follow_records_the_tracking_uri_in_effect(
+    cli_mlflow: Callable[..., Result], tmp_path: Path
+) -> None:
+    reg = str(tmp_path / "cli-reg")
+    env = {"MODELYARD_MLFLOW_TRACKING_URI": "http://from-setting:5000"}
+    done = cli_mlflow("follow", "models:/iris@champion", "--registry", reg, env=env)
+    assert done.exit_code == 0, done.output
+    assert "iris@production follows models:/iris@champion (http://from-setting:5000)" in (
+        done.output
+    )
+    flag = ["--tracking-uri", "http://from-flag:5000", "--name", "flowers"]
+    done = cli_mlflow("follow", "models:/iris@champion", *flag, "--registry", reg, env=env)
+    assert done.exit_code == 0, done.output
+    with Registry(reg) as registry:
+        assert {f.model: f.tracking_uri for f in follows(registry)} == {
+            "iris": "http://from-setting:5000",
+            "flowers": "http://from-flag:5000",
+        }
+
+
+@pytest.mark.parametrize(
+    ("uri", "message"),
+    [
+        ("models:/iris@nope", "MLflow has no models:/iris@nope"),
+        ("models:/iris/1", "follow needs an MLflow alias"),
+    ],
+)
+def test_follow_refuses_what_mlflow_does_not_have(
+    cli_mlflow: Callable[..., Result], tmp_path: Path, uri: str, message: str
+) -> None:
+    reg = tmp_path / "cli-reg"
+    done = cli_mlflow("follow", uri, "--registry", str(reg), "--tracking-uri", "http://m:5000")
+    assert done.exit_code == 1
+    assert message in done.output
+    assert not reg.exists()  # nothing recorded
+
+
+def test_configure_client_bounds_mlflow_requests(monkeypatch: pytest.MonkeyPatch) -> None:
+    from modelyard.registry.mlflow_source import configure_client
+
+    names = ("TIMEOUT", "MAX_RETRIES")
+    for var in [f"MLFLOW_HTTP_REQUEST_{n}" for n in names] + [
+        "MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR"
+    ]:
+        monkeypatch.setenv(var, "unset")  # restored after the test
+    configure_client(10, 2, progress=False)
+    from mlflow.environment_variables import (
+        MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR,
+        MLFLOW_HTTP_REQUEST_MAX_RETRIES,
+        MLFLOW_HTTP_REQUEST_TIMEOUT,
+    )
+
+    assert MLFLOW_HTTP_REQUEST_TIMEOUT.get() == 10
+    assert MLFLOW_HTTP_REQUEST_MAX_RETRIES.get() == 2
+    assert MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR.get() is False
