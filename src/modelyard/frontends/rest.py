@@ -351,7 +351,10 @@ class RestApp:
         ctx = self._context(req.headers, None, {})
         with tracing.start_span(tracing.SPAN_HTTP, ctx, server=True):
             body = await v1.predict(self._dataplane, name, req.body, ctx, self._max_elements)
-        return HttpResponse(200, body, headers=[(REQUEST_ID_HEADER, ctx.request_id)])
+        headers = [(REQUEST_ID_HEADER, ctx.request_id)]
+        if ctx.route is not None:  # set by the traffic layer for endpoints, as in V2
+            headers.append((ROUTE_HEADER, ctx.route))
+        return HttpResponse(200, body, headers=headers)
 
 
 def _admin_only(route: Route, auth: AdminAuth) -> Route:

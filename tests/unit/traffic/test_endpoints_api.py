@@ -126,6 +126,16 @@ def test_plain_models_have_no_route_header(harness: Harness) -> None:
     assert response.status_code == 200 and "x-modelyard-route" not in response.headers
 
 
+def test_v1_predict_says_the_route_too(harness: Harness) -> None:
+    harness.request("PUT", "/v2/endpoints/ab", json=SPEC)
+    body = {"instances": [[1.0, 1.0]]}
+    response = harness.request("POST", "/v1/models/ab:predict", json=body)
+    assert response.status_code == 200, response.text
+    assert response.headers["x-modelyard-route"] in {r["name"] for r in SPEC["routes"]}
+    plain = harness.request("POST", "/v1/models/ident:predict", json=body)
+    assert plain.status_code == 200 and "x-modelyard-route" not in plain.headers
+
+
 @pytest.mark.parametrize(
     ("body", "status", "fragment"),
     [
