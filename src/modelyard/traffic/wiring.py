@@ -15,7 +15,7 @@ import logging
 from typing import TYPE_CHECKING
 
 from modelyard.errors import ModelYardError
-from modelyard.registry.endpoints import EndpointStore
+from modelyard.registry.endpoints import EndpointRecord, EndpointStore
 from modelyard.traffic.dataplane import TrafficDataPlane
 from modelyard.traffic.management import management_routes
 from modelyard.traffic.materialized import MaterializedTables
@@ -56,14 +56,15 @@ class EndpointWatcher:
         self.store = store
         self.traffic = traffic
         self.seen: int | None = None
+        #: (name, revision) of the endpoints last loaded: what a reload changed, for the log.
+        self.revisions: dict[str, int] = {}
 
     def refresh(self) -> bool:
         """Reload now when the registry changed since the last look; True when it reloaded."""
         seq = self.store.revision()
         if seq == self.seen:
             return False
-        self.traffic.load(self.store.list(skip_invalid=True))
-        self.seen = seq
+        self._loaded(self.store.list(skip_invalid=True), seq)
         return True
 
     async def poll(self) -> bool:
@@ -71,17 +72,34 @@ class EndpointWatcher:
         seq = await asyncio.to_thread(self.store.revision)
         if seq == self.seen:
             return False
-        records = await asyncio.to_thread(self.store.list, skip_invalid=True)
+        self._loaded(await asyncio.to_thread(self.store.list, skip_invalid=True), seq)
+        return True
+
+    def _loaded(self, records: list[EndpointRecord], seq: int) -> None:
         self.traffic.load(records)
         self.seen = seq
-        return True
+        before, self.revisions = self.revisions, {r.name: r.revision for r in records}
+        changes = describe_changes(before, self.revisions)
+        if changes:  # the counter also moves on pushes and alias moves: those are not news here
+            log.info("endpoints changed: %s", changes)
 
     async def run(self, interval_s: float) -> None:
         """Poll forever (until cancelled); a failed poll is logged and retried next time."""
         while True:
             await asyncio.sleep(interval_s)
             try:
-                if await self.poll():
-                    log.info("endpoints reloaded: %s", ", ".join(self.traffic.endpoint_names()))
+                await self.poll()
             except ModelYardError as exc:
                 log.warning("could not reload endpoints: %s", exc)
+
+
+def describe_changes(before: dict[str, int], after: dict[str, int]) -> str:
+    """``"+new, ~updated (revision 3), -deleted"``, or "" when nothing changed."""
+    parts = [f"+{n}" for n in sorted(after.keys() - before.keys())]
+    parts += [
+        f"~{n} (revision {after[n]})"
+        for n in sorted(after.keys() & before.keys())
+        if after[n] != before[n]
+    ]
+    parts += [f"-{n}" for n in sorted(before.keys() - after.keys())]
+    return ", ".join(parts)

@@ -4,6 +4,7 @@ reloads endpoints when the registry change counter moves."""
 from __future__ import annotations
 
 import asyncio
+import logging
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -63,6 +64,30 @@ def test_watcher_reloads_only_when_the_registry_changed(registry: Registry) -> N
     assert traffic.endpoint("ep") is not kept
     store.delete("ep")
     assert asyncio.run(watcher.poll()) is True and traffic.endpoint_names() == []
+
+
+def test_the_log_says_what_changed_not_every_reload(
+    registry: Registry, caplog: pytest.LogCaptureFixture
+) -> None:
+    store = EndpointStore(registry)
+    traffic = TrafficDataPlane(object(), resolve=_never)  # type: ignore[arg-type]
+    watcher = EndpointWatcher(store, traffic)
+    with caplog.at_level(logging.INFO, logger="modelyard.traffic"):
+        watcher.refresh()
+        store.apply(SPEC)
+        asyncio.run(watcher.poll())
+        registry.set_alias("ident", "beta", 1)  # a registry change that is no endpoint's
+        asyncio.run(watcher.poll())
+        store.apply({**SPEC, "timeout_ms": 5})
+        asyncio.run(watcher.poll())
+        store.delete("ep")
+        asyncio.run(watcher.poll())
+    lines = [r.getMessage() for r in caplog.records if r.name == "modelyard.traffic"]
+    assert lines == [
+        "endpoints changed: +ep",
+        "endpoints changed: ~ep (revision 2)",
+        "endpoints changed: -ep",
+    ]
 
 
 async def _never(model: str, ref: str | None) -> str:
