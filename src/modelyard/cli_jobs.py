@@ -176,6 +176,8 @@ def batch(
         f"in {result.seconds:.1f} s ({rate:,.0f} rows/s); {result.rows_total:,} rows in "
         f"{result.output}"
     )
+    fed = "; ".join(f"{name} <- {', '.join(cols)}" for name, cols in result.inputs.items())
+    click.echo(f"model inputs from columns: {fed} (name them with --columns to choose)", err=True)
 
 
 # ---- stream and materialize -------------------------------------------------------------------

@@ -159,6 +159,7 @@ def test_s3_input_and_output(linear_registry: Path, s3_server: S3Server, tmp_pat
     result = CliRunner().invoke(main, args, env=env)
     assert result.exit_code == 0, result.output
     assert "scored 300 rows in 4 parts" in result.output
+    assert "model inputs from columns: input <- " in result.output  # which columns fed it
     fs.invalidate_cache()
     names = sorted(p.rsplit("/", 1)[-1] for p in fs.ls(f"{prefix}/out"))
     assert names == [MANIFEST_NAME, *(f"part-{i:05d}.parquet" for i in range(4))]

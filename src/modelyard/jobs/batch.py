@@ -84,6 +84,8 @@ class BatchResult:
     rows_scored: int
     rows_total: int
     seconds: float
+    #: Which columns fed each model input (``{input: [columns]}``), as planned.
+    inputs: dict[str, list[str]] = field(default_factory=dict)
 
 
 class Progress(Protocol):
@@ -164,6 +166,7 @@ def run_batch(
         rows_scored=scored,
         rows_total=sum(int(p.get("rows", 0)) for p in manifest.parts.values()),
         seconds=clock.monotonic() - started,
+        inputs={b.name: list(b.columns) for b in mapping.bindings},
     )
 
 
