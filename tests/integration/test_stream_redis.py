@@ -7,9 +7,12 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import orjson
 import pytest
 
+from modelyard.registry.registry import Registry
 from tests.integration.brokers import (
+    StreamProcess,
     body,
     consume,
     every_message_scored,
@@ -18,7 +21,9 @@ from tests.integration.brokers import (
     redis_address,
     result_ids,
     unique,
+    wait_until,
 )
+from tests.integration.streammodels import CONFIG, PacedDouble
 
 pytestmark = pytest.mark.integration
 __all__ = ["redis_address"]
@@ -73,3 +78,29 @@ def test_another_member_claims_what_a_dead_consumer_held(kit: RedisKit, tmp_path
     stats = asyncio.run(consume(kit, registry, 20, source_url=source_url))
     assert stats.acked == 20 and result_ids(kit) == set(range(20))
     assert kit.client.xpending(kit.names["source"], "g")["pending"] == 0
+
+
+def test_an_alias_moved_to_a_broken_version_leaves_the_old_one_scoring(
+    kit: RedisKit, tmp_path: Path
+) -> None:
+    """As a server does: the stream's hot swapper loads the new version first; when it fails
+    (a file fails verification) the old version keeps scoring and nothing is dead-lettered."""
+    root = tmp_path / "registry"
+    registry = push_model(root, 0.0)
+    kit.produce([body(i) for i in range(20)])
+    stream = StreamProcess(kit, registry, tmp_path / "stream.log", None)
+    try:
+        wait_until(lambda: len(result_ids(kit)) == 20, 60, "the first results")
+        before = set((root / "artifacts").rglob(CONFIG))
+        with Registry(root) as reg:
+            reg.push(PacedDouble(0.0), name="paced")
+            (broken,) = set((root / "artifacts").rglob(CONFIG)) - before
+            broken.write_text('{"pace_s": 9}')  # not what was pushed: fails its checksum
+            reg.set_alias("paced", "production", 2)
+        wait_until(lambda: "hot swap of paced to version 2 failed" in stream.log(), 60, "the swap")
+        kit.produce([body(i) for i in range(20, 40)])
+        wait_until(lambda: len(result_ids(kit)) == 40, 60, "the later results")
+    finally:
+        assert stream.terminate() == 0, stream.log()
+    versions = {orjson.loads(b)["version"] for b in kit.read("sink")}
+    assert versions == {1} and kit.read("dead") == []

@@ -36,29 +36,7 @@ def install(app: App) -> None:
     """Watcher + hot swapper (replacing the serving resolver), usage observer, cold-start
     timings, the memory trimmer, and the cache route."""
     settings = app.settings
-    watcher = RegistryWatcher(
-        app.registry,
-        interval_s=settings.watch_interval_s,
-        use_notify=settings.use_pg_notify,
-        clock=app.clock,
-    )
-    resolver = WatchedResolver(
-        app.registry,
-        ttl_s=settings.resolve_ttl_s,
-        clock=app.clock,
-        live=lambda: watcher.running,
-    )
-    app.serving.resolver = resolver
-    swapper = HotSwapper(
-        app.registry,
-        app.cache,
-        resolver,
-        preload=settings.preload,
-        retry_after_s=max(settings.load_failure_ttl_s, settings.watch_interval_s),
-        drain_timeout_s=settings.drain_timeout_s,
-        clock=app.clock,
-    )
-    watcher.subscribe(swapper.refresh)
+    watcher, swapper = install_hot_swap(app)
     usage = UsageRecorder(app.registry, clock=app.clock)
     app.observers.add(usage)
     fetch_seconds = _fetch_seconds(app.extras)
@@ -241,3 +219,34 @@ async def trim_loop(cache: ModelCache, period_s: float = TRIM_PERIOD_S) -> None:
         if now != seen:
             seen = now
             await asyncio.to_thread(trim_heap)
+
+
+def install_hot_swap(app: App) -> tuple[RegistryWatcher, HotSwapper]:
+    """The registry watcher and the hot swapper, the swapper's resolver put in the serving core:
+    an alias move loads the new version first and switches only once it is warm (a version
+    that fails to load leaves the old one serving). The caller runs ``watcher.run``."""
+    settings = app.settings
+    watcher = RegistryWatcher(
+        app.registry,
+        interval_s=settings.watch_interval_s,
+        use_notify=settings.use_pg_notify,
+        clock=app.clock,
+    )
+    resolver = WatchedResolver(
+        app.registry,
+        ttl_s=settings.resolve_ttl_s,
+        clock=app.clock,
+        live=lambda: watcher.running,
+    )
+    app.serving.resolver = resolver
+    swapper = HotSwapper(
+        app.registry,
+        app.cache,
+        resolver,
+        preload=settings.preload,
+        retry_after_s=max(settings.load_failure_ttl_s, settings.watch_interval_s),
+        drain_timeout_s=settings.drain_timeout_s,
+        clock=app.clock,
+    )
+    watcher.subscribe(swapper.refresh)
+    return watcher, swapper

@@ -29,6 +29,7 @@ from modelyard.jobs.stream import (
 
 if TYPE_CHECKING:
     from modelyard.app import App
+    from modelyard.registry.registry import ModelVersion
 
 _T = TypeVar("_T")
 log = logging.getLogger("modelyard.stream")
@@ -60,13 +61,30 @@ class StreamJob:
 
 async def run_stream(app: App, job: StreamJob) -> StreamStats:
     """Run ``job`` with the serving core of ``app`` until SIGTERM/SIGINT."""
+    from modelyard.core.fleet_wiring import install_hot_swap
     from modelyard.core.model_cache import CacheKey
 
     serving = app.serving
+    # As in a server: an alias move switches once the new version is warm, and a version that
+    # fails to load leaves the old one scoring (else every message would wait for a fix).
+    watcher, _ = install_hot_swap(app)
     mv = await serving.resolver.resolve(job.model, job.ref)
     await app.cache.load(CacheKey(mv.model, mv.version))
     serving.set_ready(True)
     metrics = _metrics(job.metrics_port)
+    watching = asyncio.create_task(watcher.run())
+    try:
+        return await _consume(app, job, mv, metrics)
+    finally:
+        watching.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await watching
+
+
+async def _consume(
+    app: App, job: StreamJob, mv: ModelVersion, metrics: StreamMetrics | None
+) -> StreamStats:
+    serving = app.serving
     async with _brokers(job) as (source, sink, dead_letter):
         consumer = StreamConsumer(
             ServingModel(serving, job.model, job.ref),

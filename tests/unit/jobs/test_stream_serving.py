@@ -11,6 +11,7 @@ import orjson
 import pytest
 
 from modelyard.app import App, build_app
+from modelyard.core.fleet_wiring import install_hot_swap
 from modelyard.core.observer import BatchEvent, Observer
 from modelyard.errors import ModelNotFoundError
 from modelyard.jobs.sources.memory import MemoryStream
@@ -18,7 +19,7 @@ from modelyard.jobs.stream import ServingModel, StreamConsumer, StreamOptions
 from modelyard.registry.registry import Registry
 from modelyard.settings import load_settings
 from tests.testmodels import linear_fp32_model
-from tests.unit.jobs.streamkit import results, run_until
+from tests.unit.jobs.streamkit import results, run_until, until
 
 FEATURES = 4
 
@@ -128,3 +129,33 @@ def test_an_unknown_model_fails_before_anything_is_fetched(app: App) -> None:
     with pytest.raises(ModelNotFoundError):
         asyncio.run(c.run())
     assert c.stats.received == 0
+
+
+def test_an_alias_moved_to_a_version_that_cannot_load_leaves_the_old_one_scoring(
+    app: App, tmp_path: Path
+) -> None:
+    """As in a server (the hot swapper run_stream installs): the new version loads first, and
+    one that fails (its file fails verification) leaves the old version scoring."""
+    _, swapper = install_hot_swap(app)
+    artifacts = tmp_path / "registry" / "artifacts"
+    before = set(artifacts.rglob("*.onnx"))
+    app.registry.push(linear_fp32_model(tmp_path / "v3.onnx", FEATURES), name="linear")
+    (broken,) = set(artifacts.rglob("*.onnx")) - before
+    broken.write_bytes(b"not the pushed model")
+    source, sink, dead = MemoryStream("in"), MemoryStream("out"), MemoryStream("dead")
+
+    async def scenario() -> None:
+        c = consumer(app, source, sink, dead)
+        task = asyncio.create_task(c.run())
+        source.append(orjson.dumps({"id": "before", "inputs": {"input": row(0)}}))
+        await until(lambda: len(source.acked()) == 1)
+        app.registry.set_alias("linear", "production", 3)
+        await swapper.refresh()  # what the watcher does on the change: the swap fails
+        source.append(orjson.dumps({"id": "after", "inputs": {"input": row(1)}}))
+        await until(lambda: len(source.acked()) == 2)
+        c.stop()
+        await task
+
+    asyncio.run(scenario())
+    versions = {doc_id: doc["version"] for doc_id, doc in results(sink.bodies).items()}
+    assert versions == {"before": 2, "after": 2} and dead.bodies == []
