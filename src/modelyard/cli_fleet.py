@@ -83,7 +83,9 @@ def idle(days: float, as_json: bool, registry: str | None) -> None:
 @click.option("--json", "as_json", is_flag=True, default=False, help="Print the raw JSON.")
 def cache(url: str, as_json: bool) -> None:
     """Show what a running server holds in RAM: loaded versions with their size, cold-start
-    timings (fetch, load, warm-up, first request), the hit ratio, and the local disk tier."""
+    timings (fetch, load, warm-up, first request), the hit ratio, and the local disk tier.
+    With --workers N each worker has a cache of its own: this shows the one worker (named by
+    its pid) that took the connection; /metrics sums them all."""
     doc = fetch_cache_doc(url)
     if as_json:
         click.echo(orjson.dumps(doc, option=orjson.OPT_INDENT_2).decode())
@@ -124,8 +126,10 @@ def print_cache_doc(doc: dict[str, Any]) -> None:
     ratio = stats.get("hit_ratio")
     disk = doc.get("disk", {})
     out = console()
+    pid = doc.get("pid")
     out.print(
-        f"model cache: {_mib(doc.get('bytes_in_use'))} of {_mib(doc.get('budget_bytes'))} MiB, "
+        f"model cache{'' if pid is None else f' of pid {pid}'}: "
+        f"{_mib(doc.get('bytes_in_use'))} of {_mib(doc.get('budget_bytes'))} MiB, "
         f"RSS {_mib(doc.get('rss_bytes'))} MiB, hit ratio "
         f"{'-' if ratio is None else f'{ratio:.3f}'}, loads {stats.get('loads', 0)}, "
         f"evictions {stats.get('evictions', 0)}, idle unloads {stats.get('idle_unloads', 0)}"

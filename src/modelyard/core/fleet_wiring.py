@@ -13,6 +13,7 @@ import ctypes
 import ctypes.util
 import functools
 import logging
+import os
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
@@ -101,6 +102,7 @@ class CacheRoute:
         doc = {
             **cache_doc(self._app.cache, self._cold, self._app.clock.monotonic()),
             "rss_bytes": rss_bytes(),
+            "pid": os.getpid(),  # with --workers N, each worker has a cache of its own
             "disk": {
                 "root": disk.root,
                 "budget_bytes": disk.budget_bytes,

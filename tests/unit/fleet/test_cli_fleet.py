@@ -23,6 +23,7 @@ DOC: dict[str, Any] = {
     "budget_bytes": 2**30,
     "bytes_in_use": 3 * 2**20,
     "rss_bytes": 200 * 2**20,
+    "pid": 4242,
     "stats": {"hits": 9, "misses": 1, "hit_ratio": 0.9, "loads": 1, "evictions": 0},
     "entries": [
         {
@@ -81,6 +82,7 @@ def test_cache_prints_a_running_servers_cache(monkeypatch: pytest.MonkeyPatch) -
     assert result.exit_code == 0, result.output
     assert asked == ["http://host:9000/v2/fleet/cache"]
     assert "hit ratio 0.900" in result.output
+    assert "model cache of pid 4242:" in result.output
     assert "fraud" in result.output and "34.0" in result.output  # load time in ms
     raw = runner.invoke(main, ["cache", "--url", "http://host:9000", "--json"])
     assert orjson.loads(raw.output) == DOC

@@ -4,6 +4,7 @@ index; request counts reach the registry at shutdown."""
 
 from __future__ import annotations
 
+import os
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -60,6 +61,7 @@ def test_cold_start_timings_are_exposed(app: App) -> None:
     assert doc["stats"]["loads"] == 1 and doc["stats"]["hits"] == 1
     assert doc["stats"]["hit_ratio"] == 0.5
     assert doc["bytes_in_use"] > 0 and doc["rss_bytes"] > 0
+    assert doc["pid"] == os.getpid()  # which worker answered, with --workers N
     (entry,) = doc["entries"]
     assert (entry["model"], entry["version"], entry["state"]) == ("simple", 1, "READY")
     for timing in ("fetch_s", "load_s", "warmup_s", "first_request_s"):
