@@ -8,6 +8,7 @@ then the defaults below.
 from __future__ import annotations
 
 import os
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
@@ -369,7 +370,14 @@ class _YamlSource(PydanticBaseSettingsSource):
 def use_config_file(path: str | Path) -> None:
     """Make ``path`` the YAML settings file for this process and the worker processes it
     starts (they inherit the environment variable the YAML source reads)."""
-    os.environ[f"{ENV_PREFIX}CONFIG"] = str(path)
+    export_to_environment({f"{ENV_PREFIX}CONFIG": str(path)})
+
+
+def export_to_environment(values: Mapping[str, str]) -> None:
+    """Hand ``values`` to this process's environment (and the processes it starts), for the
+    libraries that read their configuration only from there (prometheus-client's multiprocess
+    directory, MLflow's HTTP limits). Like the reading, all writing happens here."""
+    os.environ.update(values)
 
 
 def load_settings(**overrides: Any) -> Settings:

@@ -16,6 +16,7 @@ import tempfile
 from pathlib import Path
 
 from modelyard.errors import FailedPreconditionError
+from modelyard.settings import export_to_environment
 
 log = logging.getLogger("modelyard.metrics")
 
@@ -64,7 +65,7 @@ def enable(path: str, inherited: str | None = None) -> None:
         raise FailedPreconditionError(
             f"metrics_dir={path!r} differs from {MULTIPROC_ENV}={current!r} already in use"
         )
-    os.environ[MULTIPROC_ENV] = path  # prometheus_client reads it at import
+    export_to_environment({MULTIPROC_ENV: path})  # prometheus_client reads it at import
     _enabled = path
 
 

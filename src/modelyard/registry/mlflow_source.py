@@ -28,7 +28,6 @@ The MLflow side is reached through :class:`MlflowSource` (``mlflow-skinny``, the
 from __future__ import annotations
 
 import contextlib
-import os
 import re
 import shutil
 import tempfile
@@ -50,6 +49,7 @@ from modelyard.errors import (
 )
 from modelyard.registry.names import PRODUCTION, validate_alias, validate_name
 from modelyard.registry.registry import ModelVersion, Registry
+from modelyard.settings import export_to_environment
 
 SCHEMES = ("models:/", "mlflow:/")
 #: ``metadata`` key of an imported version: where it came from in MLflow.
@@ -428,14 +428,16 @@ class MlflowSource:
 
 def configure_client(timeout_s: int | None, max_retries: int | None, *, progress: bool) -> None:
     """Apply ModelYard's limits to MLflow's client. MLflow reads them only from its environment
-    variables (at each request), so this, the one place that does so, writes them for this
-    process: ``MLFLOW_HTTP_REQUEST_TIMEOUT``, ``MLFLOW_HTTP_REQUEST_MAX_RETRIES`` (left as they
-    are when None) and ``MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR``. The values come from Settings."""
+    variables (at each request), so this writes them for this process, through
+    :func:`~modelyard.settings.export_to_environment`: ``MLFLOW_HTTP_REQUEST_TIMEOUT``,
+    ``MLFLOW_HTTP_REQUEST_MAX_RETRIES`` (left as they are when None) and
+    ``MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR``. The values come from Settings."""
+    values = {"MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR": "true" if progress else "false"}
     if timeout_s is not None:
-        os.environ["MLFLOW_HTTP_REQUEST_TIMEOUT"] = str(timeout_s)
+        values["MLFLOW_HTTP_REQUEST_TIMEOUT"] = str(timeout_s)
     if max_retries is not None:
-        os.environ["MLFLOW_HTTP_REQUEST_MAX_RETRIES"] = str(max_retries)
-    os.environ["MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR"] = "true" if progress else "false"
+        values["MLFLOW_HTTP_REQUEST_MAX_RETRIES"] = str(max_retries)
+    export_to_environment(values)
 
 
 @contextlib.contextmanager
