@@ -30,9 +30,9 @@ from modelyard.cli_common import (
     when,
 )
 from modelyard.errors import FailedPreconditionError, InvalidInputError, ModelYardError
+from modelyard.registry.endpoints import inputs_text
 from modelyard.registry.store import redact
 from modelyard.settings import ENV_PREFIX, Settings, use_config_file
-from modelyard.types import TensorSpec
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -228,17 +228,13 @@ def alias(name: str, version: int, alias: str, force: bool, registry: str | None
             before = reg.resolve(name, current).manifest.signature.inputs
             if before != target.manifest.signature.inputs:
                 raise FailedPreconditionError(
-                    f"{name}:{version}'s inputs ({_inputs(target.manifest.signature.inputs)}) "
+                    f"{name}:{version}'s inputs ({inputs_text(target.manifest.signature.inputs)}) "
                     f"differ from those of {name}:{current}, which {name}@{alias} serves now "
-                    f"({_inputs(before)}): its clients would get errors; pass --force to move "
+                    f"({inputs_text(before)}): its clients would get errors; pass --force to move "
                     "it anyway"
                 )
         reg.set_alias(name, alias, version)
     click.echo(f"{name}@{alias} -> {name}:{version}")
-
-
-def _inputs(specs: tuple[TensorSpec, ...]) -> str:
-    return ", ".join(f"{s.name} {s.datatype.value} {list(s.shape)}" for s in specs)
 
 
 @main.command(short_help="Remove an alias.")

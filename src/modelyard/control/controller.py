@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 
 from modelyard.control import lease
@@ -104,14 +104,18 @@ def evaluate_window(
 
 def production_requests(spec: EndpointSpec, rows: Iterable[StatsRow]) -> int:
     """Requests the spec's own routes (production) answered or failed in ``rows``."""
-    production_routes = {route.name for route in spec.routes}
-    return sum(r.stats.requests for r in rows if r.route in production_routes and r.model)
+    return sum(r.stats.requests for r in production_rows(spec, rows))
 
 
 def production_stats(spec: EndpointSpec, rows: Iterable[StatsRow]) -> RouteStats:
     """The spec's own routes (production), merged."""
-    production_routes = {route.name for route in spec.routes}
-    return merge_rows(r for r in rows if r.route in production_routes and r.model)
+    return merge_rows(production_rows(spec, rows))
+
+
+def production_rows(spec: EndpointSpec, rows: Iterable[StatsRow]) -> Iterator[StatsRow]:
+    """The rows of the spec's own routes (production), whose model resolved."""
+    routes = {route.name for route in spec.routes}
+    return (r for r in rows if r.route in routes and r.model)
 
 
 def judge(

@@ -257,6 +257,8 @@ class MetricsObserver(Observer):
         self._lock = threading.Lock()
         self._request_series: dict[tuple[str, ...], _RequestSeries] = {}
         self._batch_series: dict[tuple[str, str], _BatchSeries] = {}
+        #: (endpoint, code, source) -> its children; on_answer runs on the event loop only.
+        self._answer_series: dict[tuple[str, str, str], tuple[Counter, Histogram]] = {}
         self._buffers: list[BufferedCounter | BufferedHistogram] = []
 
     def flush(self) -> None:
@@ -350,10 +352,19 @@ class MetricsObserver(Observer):
         self.metrics.fallbacks.labels(self.metrics.endpoints(endpoint), reason).inc()
 
     def on_answer(self, endpoint: str, code: str, source: str, latency_s: float) -> None:
-        m = self.metrics
-        name = m.endpoints(endpoint)
-        m.endpoint_responses.labels(name, code, source).inc()
-        m.endpoint_duration.labels(name).observe(latency_s)
+        key = (endpoint, code, source)
+        series = self._answer_series.get(key)  # per request: no label lookups once seen
+        if series is None:
+            m = self.metrics
+            name = m.endpoints(endpoint)
+            series = (
+                m.endpoint_responses.labels(name, code, source),
+                m.endpoint_duration.labels(name),
+            )
+            if len(self._answer_series) < _MAX_CACHED_SERIES:
+                self._answer_series[key] = series
+        series[0].inc()
+        series[1].observe(latency_s)
 
     def on_cache_lookup(self, endpoint: str, hit: bool) -> None:
         m = self.metrics

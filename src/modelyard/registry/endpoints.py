@@ -180,8 +180,8 @@ class EndpointStore:
         invalid += _signature_problems(resolved)
         if spec.sticky_key is not None and not spec.sticky_key.strip():
             invalid.append("sticky_key: must not be empty")
-        invalid += self._cascade_problems(spec)
-        invalid += self._static_problems(spec)
+        invalid += _cascade_problems(spec, resolved)
+        invalid += _static_problems(spec, resolved)
         if invalid:
             raise InvalidInputError(
                 f"invalid endpoint {spec.name!r}: {'; '.join(invalid + missing)}"
@@ -189,85 +189,88 @@ class EndpointStore:
         if missing:
             raise NotFoundError(f"endpoint {spec.name!r}: {'; '.join(missing)}")
 
-    def _static_problems(self, spec: EndpointSpec) -> Problems:
-        """Static fallback answers must be well-formed tensors and, since clients get them in
-        place of the model's, outputs of the first route's model: same names, datatypes and
-        shapes (a variable dimension matches any size)."""
-        problems: Problems = []
-        steps = [
-            (i, step)
-            for i, step in enumerate(spec.fallback.chain if spec.fallback else ())
-            if step.kind == "static"
-        ]
-        if not steps:
-            return problems
-        route = spec.routes[0]
-        try:
-            mv = self.registry.resolve(route.model, route.version)
-            expected = {o.name: o for o in mv.manifest.signature.outputs}
-        except ModelYardError:
-            expected = {}  # reported with the routes; nothing to compare with
-        for i, step in steps:
-            where = f"fallback.chain.{i}"
-            try:
-                arrays = static_outputs(step, where)
-            except InvalidInputError as exc:
-                problems.append(exc.message)
-                continue
-            for name, array in arrays.items() if expected else ():
-                want = expected.get(name)
-                field = f"{where}.outputs.{name}"
-                if want is None:
-                    problems.append(
-                        f"{field}: {mv.ref} has no output {name!r} (its outputs: "
-                        f"{', '.join(sorted(expected))})"
-                    )
-                    continue
-                datatype = str((step.outputs or {})[name].get("datatype", "")).upper()
-                if datatype != want.datatype.value:
-                    problems.append(f"{field}.datatype: {mv.ref} answers {want.datatype.value}")
-                if len(array.shape) != len(want.shape) or any(
-                    w not in (-1, d) for w, d in zip(want.shape, array.shape, strict=True)
-                ):
-                    problems.append(
-                        f"{field}.shape: {list(array.shape)} does not fit {mv.ref}'s "
-                        f"{list(want.shape)}"
-                    )
-        return problems
 
-    def _cascade_problems(self, spec: EndpointSpec) -> Problems:
-        cascade = spec.cascade
-        if cascade is None:
-            return []
-        problems: Problems = []
-        if all(r.model != cascade.first.model for r in spec.routes):
-            problems.append(
-                f"cascade.first: model {cascade.first.model!r} is served by no route, so the "
-                "cascade would never run (route to it, or change cascade.first)"
-            )
+def _cascade_problems(spec: EndpointSpec, resolved: Mapping[str, ModelVersion]) -> Problems:
+    cascade = spec.cascade
+    if cascade is None:
+        return []
+    problems: Problems = []
+    if all(r.model != cascade.first.model for r in spec.routes):
+        problems.append(
+            f"cascade.first: model {cascade.first.model!r} is served by no route, so the "
+            "cascade would never run (route to it, or change cascade.first)"
+        )
+    mv = resolved.get("cascade.first")
+    if mv is None:
+        return problems  # reported with the model references
+    if mv.manifest.signature.outputs and mv.manifest.signature.output(cascade.output) is None:
+        names = [o.name for o in mv.manifest.signature.outputs]
+        problems.append(
+            f"cascade.output: {mv.ref} has no output {cascade.output!r} (outputs: {names})"
+        )
+    return problems
+
+
+def _first_route(resolved: Mapping[str, ModelVersion]) -> ModelVersion | None:
+    """The first route's version, when it resolved (``model_refs`` yields it first)."""
+    where, mv = next(iter(resolved.items()), ("", None))
+    return mv if where.startswith("routes.0 ") else None
+
+
+def _static_problems(spec: EndpointSpec, resolved: Mapping[str, ModelVersion]) -> Problems:
+    """Static fallback answers must be well-formed tensors and, since clients get them in
+    place of the model's, outputs of the first route's model: same names, datatypes and
+    shapes (a variable dimension matches any size)."""
+    problems: Problems = []
+    steps = [
+        (i, step)
+        for i, step in enumerate(spec.fallback.chain if spec.fallback else ())
+        if step.kind == "static"
+    ]
+    mv = _first_route(resolved)  # None: it did not resolve (reported); nothing to compare with
+    expected = {} if mv is None else {o.name: o for o in mv.manifest.signature.outputs}
+    if not expected:
+        mv = None  # a model without declared outputs: nothing to compare with either
+    for i, step in steps:
+        where = f"fallback.chain.{i}"
         try:
-            mv = self.registry.resolve(cascade.first.model, cascade.first.version)
-        except ModelYardError:
-            return problems  # reported with the model references
-        if mv.manifest.signature.outputs and mv.manifest.signature.output(cascade.output) is None:
-            names = [o.name for o in mv.manifest.signature.outputs]
-            problems.append(
-                f"cascade.output: {mv.ref} has no output {cascade.output!r} (outputs: {names})"
-            )
-        return problems
+            arrays = static_outputs(step, where)
+        except InvalidInputError as exc:
+            problems.append(exc.message)
+            continue
+        if mv is None:
+            continue
+        for name, array in arrays.items():
+            want = expected.get(name)
+            field = f"{where}.outputs.{name}"
+            if want is None:
+                problems.append(
+                    f"{field}: {mv.ref} has no output {name!r} (its outputs: "
+                    f"{', '.join(sorted(expected))})"
+                )
+                continue
+            datatype = str((step.outputs or {})[name].get("datatype", "")).upper()
+            if datatype != want.datatype.value:
+                problems.append(f"{field}.datatype: {mv.ref} answers {want.datatype.value}")
+            if len(array.shape) != len(want.shape) or any(
+                w not in (-1, d) for w, d in zip(want.shape, array.shape, strict=True)
+            ):
+                problems.append(
+                    f"{field}.shape: {list(array.shape)} does not fit {mv.ref}'s {list(want.shape)}"
+                )
+    return problems
 
 
 def _signature_problems(resolved: Mapping[str, ModelVersion]) -> Problems:
     """Routes, shadows, fallback models and the rollout candidate all get the requests sent to
     the endpoint, so each must take the first route's model's inputs. The cascade is left out:
     it has checks of its own (``_cascade_problems``)."""
-    refs = iter(resolved.items())
-    first_where, first = next(refs, ("", None))
-    if first is None or not first_where.startswith("routes.0 "):
+    first = _first_route(resolved)
+    if first is None:
         return []  # the first route did not resolve: reported with the model references
     want = first.manifest.signature.inputs
     problems: Problems = []
-    for where, mv in refs:
+    for where, mv in list(resolved.items())[1:]:
         if where.startswith("cascade."):
             continue
         got = mv.manifest.signature.inputs
@@ -289,11 +292,14 @@ def inputs_fit(got: Sequence[TensorSpec], want: Sequence[TensorSpec]) -> bool:
         other = wanted.get(spec.name)
         if other is None or other.datatype != spec.datatype:
             return False
-        if len(other.shape) != len(spec.shape) or any(
-            -1 not in (a, b) and a != b for a, b in zip(spec.shape, other.shape, strict=True)
-        ):
+        if not shapes_fit(spec.shape, other.shape):
             return False
     return True
+
+
+def shapes_fit(a: Sequence[int], b: Sequence[int]) -> bool:
+    """Same rank, and each dimension equal or -1 (variable) on either side."""
+    return len(a) == len(b) and all(-1 in (x, y) or x == y for x, y in zip(a, b, strict=True))
 
 
 def inputs_text(specs: Sequence[TensorSpec]) -> str:
